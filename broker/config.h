@@ -1,0 +1,50 @@
+/*
+ * config.h: keywardd's configuration file (JSON, strict schema).
+ *
+ * Unknown fields, duplicate keys, wrong types and relative paths are
+ * errors; the message names the field and says what is expected. See
+ * docs/CONFIG.md.
+ *
+ * SPDX-License-Identifier: Apache-2.0
+ */
+#ifndef KWD_CONFIG_H
+#define KWD_CONFIG_H
+
+#include <stddef.h>
+
+#include "keyward.h"
+#include "p11.h"
+
+#define KWD_CONFIG_MAX_BYTES (64 * 1024)
+#define KWD_CONFIG_MAX_ENV 16
+
+struct kwd_config {
+	char *listen;
+	char *metrics_listen;
+	char *tls_cert;
+	char *tls_key;
+	char *tls_client_ca;
+	struct kwd_p11_config p11; /* strings owned by the config */
+	char *p11_env_names[KWD_CONFIG_MAX_ENV];
+	char *p11_env_values[KWD_CONFIG_MAX_ENV];
+	size_t p11_nenv;
+	char *database;
+	char *policy;
+	char *audit_log;
+};
+
+/*
+ * kwd_config_parse: parse len bytes of JSON. On KW_ERR_CONFIG, err (if not
+ * NULL) receives a one-line explanation.
+ */
+KW_WUR int kwd_config_parse(const char *buf, size_t len,
+    struct kwd_config **ret_config, char *err, size_t errlen);
+/* kwd_config_load: read path (at most KWD_CONFIG_MAX_BYTES) and parse it. */
+KW_WUR int kwd_config_load(const char *path, struct kwd_config **ret_config,
+    char *err, size_t errlen);
+void kwd_config_free(struct kwd_config *cfg);
+
+/* kwd_config_apply_env: export pkcs11.env (before loading the module). */
+KW_WUR int kwd_config_apply_env(const struct kwd_config *cfg);
+
+#endif /* KWD_CONFIG_H */
