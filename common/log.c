@@ -40,14 +40,30 @@ struct line {
 	bool cut;
 };
 
+/*
+ * Room kept at the end of the buffer for the marks of a cut line: `..."`
+ * closing the value that was cut, ` truncated=1` and the newline.
+ */
+#define RESERVE 24
+
+/* Append whole or not at all; once a line is cut, nothing more fits. */
 static void
 put(struct line *l, const char *s, size_t n)
 {
-	/* Keep one byte for the final newline. */
-	if (l->len + n > sizeof l->buf - 1) {
-		n = sizeof l->buf - 1 - l->len;
+	if (l->cut || l->len + n > sizeof l->buf - RESERVE) {
 		l->cut = true;
+		return;
 	}
+	memcpy(l->buf + l->len, s, n);
+	l->len += n;
+}
+
+/* Append into the reserve (the marks of a cut line). */
+static void
+put_mark(struct line *l, const char *s)
+{
+	size_t n = strlen(s);
+
 	memcpy(l->buf + l->len, s, n);
 	l->len += n;
 }
@@ -88,7 +104,7 @@ put_value(struct line *l, const char *s)
 	q = needs_quotes(s);
 	if (q)
 		put(l, "\"", 1);
-	for (; *s && n < VALUE_MAX; s++, n++) {
+	for (; *s && n < VALUE_MAX && !l->cut; s++, n++) {
 		unsigned char c = (unsigned char)*s;
 		char esc[8];
 
@@ -102,6 +118,11 @@ put_value(struct line *l, const char *s)
 		} else {
 			put(l, (const char *)&c, 1);
 		}
+	}
+	if (l->cut) {
+		/* Close the value so that the line still parses. */
+		put_mark(l, q ? "...\"" : "...");
+		return;
 	}
 	if (*s)
 		put(l, "...", 3);
@@ -172,6 +193,8 @@ kw_log_fields(enum kw_log_level level, const char *event, const char *msg,
 			break;
 		}
 	}
+	if (l.cut)
+		put_mark(&l, " truncated=1");
 	l.buf[l.len++] = '\n';
 	/* One write per line; a short write to a pipe of <= PIPE_BUF bytes
 	 * cannot happen, and a failed log write has nowhere to be reported. */

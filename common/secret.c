@@ -315,8 +315,9 @@ trim_newline(struct kw_secret *s)
 {
 	size_t len = s->len;
 
-	if (len > 0 && s->p[len - 1] == '\n')
-		len--;
+	if (len == 0 || s->p[len - 1] != '\n')
+		return;
+	len--;
 	if (len > 0 && s->p[len - 1] == '\r')
 		len--;
 	kw_secret_truncate(s, len);
@@ -330,7 +331,7 @@ kw_secret_read_file(const char *path, size_t max, struct kw_secret **ret_secret)
 	size_t cap, got = 0;
 	int fd, rv;
 
-	if (max == 0 || max > KW_SECRET_MAX - 2)
+	if (max == 0 || max > KW_SECRET_MAX - 3)
 		return KW_ERR_INVALID;
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0)

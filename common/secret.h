@@ -68,7 +68,7 @@ bool kw_secret_equal(const struct kw_secret *a, const struct kw_secret *b);
  * systemd's LoadCredential=). One trailing "\n" or "\r\n" is removed. The
  * file must be a regular file not accessible by group or others
  * (KW_ERR_PERM), non-empty after trimming and at most max bytes
- * (KW_ERR_TOO_LARGE).
+ * (KW_ERR_TOO_LARGE); 1 <= max <= KW_SECRET_MAX - 3.
  */
 KW_WUR int kw_secret_read_file(const char *path, size_t max,
     struct kw_secret **ret_secret);

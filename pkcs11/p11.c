@@ -781,6 +781,38 @@ worker_ready(struct kwd_p11_worker *w)
 
 /* ---- open / free ---- */
 
+/*
+ * RFC 7512: an attribute may appear only once. p11-kit keeps the last
+ * one silently; refuse instead, so that what a reader of the config sees
+ * first is not overridden further along the line.
+ */
+static bool
+attributes_unique(const char *s)
+{
+	const char *end = strchr(s, '?');
+	const char *names[32];
+	size_t lens[32], n = 0;
+
+	if (end == NULL)
+		end = s + strlen(s);
+	while (s < end) {
+		const char *semi = memchr(s, ';', (size_t)(end - s));
+		const char *stop = semi ? semi : end;
+		const char *eq = memchr(s, '=', (size_t)(stop - s));
+		size_t len = (size_t)((eq ? eq : stop) - s);
+
+		for (size_t i = 0; i < n; i++)
+			if (lens[i] == len && memcmp(names[i], s, len) == 0)
+				return false;
+		if (n == sizeof names / sizeof names[0])
+			return false;
+		names[n] = s;
+		lens[n++] = len;
+		s = semi ? semi + 1 : end;
+	}
+	return true;
+}
+
 static int
 parse_token_selector(const char *sel, P11KitUri **ret_uri)
 {
@@ -811,6 +843,12 @@ parse_token_selector(const char *sel, P11KitUri **ret_uri)
 		*ret_uri = uri;
 		uri = NULL;
 		rv = KW_OK;
+		goto out;
+	}
+	if (!attributes_unique(sel + 7)) {
+		kw_log(KW_LOG_ERR, "config.pkcs11_token",
+		    "an attribute appears twice in pkcs11.token (RFC 7512 "
+		    "section 2.3 forbids it)", );
 		goto out;
 	}
 	ur = p11_kit_uri_parse(sel, P11_KIT_URI_FOR_ANY, uri);

@@ -70,6 +70,20 @@ lp11_load(struct kwd_p11 *p11, struct lp11 **ret)
 	return KW_OK;
 }
 
+static PKCS11_SLOT *
+find_slot(struct lp11 *l, const struct kwd_p11_token_info *ti)
+{
+	for (unsigned int i = 0; i < l->nslots; i++) {
+		PKCS11_TOKEN *t = l->slots[i].token;
+
+		if (t != NULL && t->initialized && t->label != NULL &&
+		    strcmp(t->label, ti->label) == 0 && t->serialnr != NULL &&
+		    strcmp(t->serialnr, ti->serial) == 0)
+			return &l->slots[i];
+	}
+	return NULL;
+}
+
 int
 kwd_p11_evp_private(struct kwd_p11 *p11, const char *name, uint32_t version,
     EVP_PKEY **ret_pkey)
@@ -97,25 +111,20 @@ kwd_p11_evp_private(struct kwd_p11 *p11, const char *name, uint32_t version,
 			goto out;
 		*kwd_p11_evp_slot(p11) = l;
 	}
-	/* Enumerate afresh: the token may have been reselected since. */
-	if (l->slots != NULL) {
-		PKCS11_release_all_slots(l->ctx, l->slots, l->nslots);
-		l->slots = NULL;
-		l->nslots = 0;
-	}
-	if (PKCS11_enumerate_slots(l->ctx, &l->slots, &l->nslots) != 0) {
+	/* Enumerate once: keys handed out earlier point into these slots, so
+	 * releasing them would leave those keys signing on whatever slot
+	 * the memory holds next. PKCS11_update_slots() adds new slots
+	 * without freeing the old ones. */
+	if (l->slots == NULL &&
+	    PKCS11_enumerate_slots(l->ctx, &l->slots, &l->nslots) != 0) {
 		rv = KW_ERR_HSM;
 		goto out;
 	}
-	for (unsigned int i = 0; i < l->nslots; i++) {
-		PKCS11_TOKEN *t = l->slots[i].token;
-
-		if (t != NULL && t->initialized && t->label != NULL &&
-		    strcmp(t->label, ti.label) == 0 && t->serialnr != NULL &&
-		    strcmp(t->serialnr, ti.serial) == 0) {
-			slot = &l->slots[i];
-			break;
-		}
+	slot = find_slot(l, &ti);
+	if (slot == NULL) {
+		/* The token came back under a new slot after a reconnect. */
+		if (PKCS11_update_slots(l->ctx, &l->slots, &l->nslots) == 0)
+			slot = find_slot(l, &ti);
 	}
 	if (slot == NULL) {
 		rv = KW_ERR_HSM_TOKEN;
