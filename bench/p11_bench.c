@@ -293,8 +293,8 @@ write_private_file(const char *path, const void *data, size_t len)
 
 	/* O_EXCL in a directory only we can write: nobody can have planted
 	 * a file or a link there first. */
-	fd = open(
-	    path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+	    0600);
 	if (fd < 0)
 		return -1;
 	n = write(fd, data, len);
@@ -320,8 +320,8 @@ make_pin(const char *dir, const char *fname, struct kw_secret **ret_pin)
 	if (rv != KW_OK)
 		return -1;
 	randombytes_buf(raw, sizeof raw);
-	sodium_bin2hex(
-	    (char *)kw_secret_data(pin), kw_secret_len(pin), raw, sizeof raw);
+	sodium_bin2hex((char *)kw_secret_data(pin), kw_secret_len(pin), raw,
+	    sizeof raw);
 	kw_memzero(raw, sizeof raw);
 	kw_secret_truncate(pin, 2 * sizeof raw);
 	if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, fname) >=
@@ -368,8 +368,8 @@ make_token_dir(char *dir, char *ret_conf, size_t cap)
 	int n;
 
 	if (mkdtemp(dir) == NULL) {
-		fprintf(
-		    stderr, PROG ": mkdtemp %s: %s\n", dir, strerror(errno));
+		fprintf(stderr, PROG ": mkdtemp %s: %s\n", dir,
+		    strerror(errno));
 		return -1;
 	}
 	if ((size_t)snprintf(tokens, sizeof tokens, "%s/tokens", dir) >=
@@ -451,11 +451,11 @@ direct_setup(struct bench *b, const char *module)
 	kwd_p11_token(b->p11, &ti);
 	/* The same session flags as a layer worker: a read-only session
 	 * could take another path in the module. */
-	r = b->f->C_OpenSession(
-	    ti.slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &b->s);
+	r = b->f->C_OpenSession(ti.slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
+	    NULL, NULL, &b->s);
 	if (r != CKR_OK) {
-		fprintf(
-		    stderr, PROG ": C_OpenSession: %s\n", kwd_p11_ckr_name(r));
+		fprintf(stderr, PROG ": C_OpenSession: %s\n",
+		    kwd_p11_ckr_name(r));
 		return -1;
 	}
 	b->have_s = true;
@@ -474,8 +474,8 @@ direct_setup(struct bench *b, const char *module)
 }
 
 static bool
-verify_sig(
-    EVP_PKEY *pub, const unsigned char digest[32], const unsigned char sig[64])
+verify_sig(EVP_PKEY *pub, const unsigned char digest[32],
+    const unsigned char sig[64])
 {
 	unsigned char der[80];
 	size_t dlen;
@@ -580,11 +580,11 @@ bench_open(struct bench *b, const char *dir, const char *module)
 	if (rv == KW_OK)
 		rv = kwd_p11_worker_new(b->p11, &b->w);
 	if (rv == KW_OK)
-		rv = kwd_p11_kek_generate(
-		    b->w, KEY_NAME, KEY_VERSION, NULL, NULL);
+		rv = kwd_p11_kek_generate(b->w, KEY_NAME, KEY_VERSION, NULL,
+		    NULL);
 	if (rv == KW_OK)
-		rv = kwd_p11_ec_generate(
-		    b->w, KEY_NAME, KEY_VERSION, NULL, NULL);
+		rv = kwd_p11_ec_generate(b->w, KEY_NAME, KEY_VERSION, NULL,
+		    NULL);
 	if (rv != KW_OK) {
 		fprintf(stderr, PROG ": opening the token: %s: %s\n",
 		    kw_error_name(rv), kw_strerror(rv));
@@ -708,8 +708,8 @@ usage(FILE *fp)
 }
 
 static int
-parse_args(
-    int argc, char **argv, int *rounds, double *secs, bool *json, bool *check)
+parse_args(int argc, char **argv, int *rounds, double *secs, bool *json,
+    bool *check)
 {
 	static const struct option lopts[] = {
 	    {"rounds", required_argument, NULL, 'r'},
@@ -773,8 +773,8 @@ parse_args(
 /* ---- main ---- */
 
 static int
-measure(
-    struct bench *b, struct op_result *ops, int rounds, double secs, bool json)
+measure(struct bench *b, struct op_result *ops, int rounds, double secs,
+    bool json)
 {
 	static const op_fn direct[OP_COUNT] = {direct_gcm, direct_sign};
 	static const op_fn layer[OP_COUNT] = {layer_gcm, layer_sign};

@@ -24,8 +24,8 @@
 #define STR_MAX 4096
 
 enum ftype {
-	F_STRING,  /* any non-empty string */
-	F_PATH,	   /* an absolute path */
+	F_STRING, /* any non-empty string */
+	F_PATH, /* an absolute path */
 	F_ADDRESS, /* host:port */
 	F_ENVNAME, /* an environment variable name */
 };
@@ -60,7 +60,7 @@ static const struct field p11_fields[] = {
     {"pin_env", F_ENVNAME, false, OFF(p11.pin_env)},
 };
 
-static int
+__attribute__((format(printf, 3, 4))) static int
 fail(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
@@ -73,6 +73,25 @@ fail(char *err, size_t errlen, const char *fmt, ...)
 	return KW_ERR_CONFIG;
 }
 
+/*
+ * A key from the file, fit for a one-line message: at most 48 bytes,
+ * anything outside printable ASCII shown as '?'.
+ */
+static const char *
+shown(const char *key, char buf[64])
+{
+	size_t i;
+
+	for (i = 0; key[i] != '\0' && i < 48; i++)
+		buf[i] = (key[i] >= 0x20 && key[i] < 0x7f) ? key[i] : '?';
+	if (key[i] != '\0') {
+		memcpy(buf + i, "...", 3);
+		i += 3;
+	}
+	buf[i] = '\0';
+	return buf;
+}
+
 static bool
 env_name_ok(const char *s)
 {
@@ -80,7 +99,7 @@ env_name_ok(const char *s)
 		return false;
 	for (const char *c = s; *c; c++)
 		if (!((*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
-			*c == '_'))
+		        *c == '_'))
 			return false;
 	/* The loader's variables would let a config line inject code into
 	 * the process that holds the PIN. */
@@ -99,7 +118,7 @@ address_ok(const char *s)
 	errno = 0;
 	port = strtol(colon + 1, &end, 10);
 	return errno == 0 && *end == '\0' && colon[1] != '\0' && port > 0 &&
-	       port < 65536;
+	    port < 65536;
 }
 
 static int
@@ -107,25 +126,33 @@ check_value(const char *where, const char *v, enum ftype t, char *err,
     size_t errlen)
 {
 	if (*v == '\0' || strlen(v) > STR_MAX)
-		return fail(err, errlen, "%s: expected a non-empty string of "
-		    "at most %d bytes", where, STR_MAX);
+		return fail(err, errlen,
+		    "%s: expected a non-empty string of "
+		    "at most %d bytes",
+		    where, STR_MAX);
 	switch (t) {
 	case F_STRING:
 		break;
 	case F_PATH:
 		if (v[0] != '/')
-			return fail(err, errlen, "%s: expected an absolute "
-			    "path (starting with /)", where);
+			return fail(err, errlen,
+			    "%s: expected an absolute "
+			    "path (starting with /)",
+			    where);
 		break;
 	case F_ADDRESS:
 		if (!address_ok(v))
-			return fail(err, errlen, "%s: expected HOST:PORT, "
-			    "e.g. 127.0.0.1:8443", where);
+			return fail(err, errlen,
+			    "%s: expected HOST:PORT, "
+			    "e.g. 127.0.0.1:8443",
+			    where);
 		break;
 	case F_ENVNAME:
 		if (!env_name_ok(v))
-			return fail(err, errlen, "%s: expected an environment "
-			    "variable name ([A-Z_][A-Z0-9_]*, not LD_*)", where);
+			return fail(err, errlen,
+			    "%s: expected an environment "
+			    "variable name ([A-Z_][A-Z0-9_]*, not LD_*)",
+			    where);
 		break;
 	}
 	return KW_OK;
@@ -142,10 +169,10 @@ parse_object(struct kwd_config *cfg, json_t *obj, const char *prefix,
 {
 	const char *key;
 	json_t *v;
-	char where[128];
+	char where[128], kbuf[64];
 	int rv;
 
-	json_object_foreach(obj, key, v) {
+	json_object_foreach (obj, key, v) {
 		bool found = false;
 
 		for (size_t i = 0; known != NULL && known[i] != NULL; i++)
@@ -170,8 +197,9 @@ parse_object(struct kwd_config *cfg, json_t *obj, const char *prefix,
 				return KW_ERR_NOMEM;
 		}
 		if (!found)
-			return fail(err, errlen, "%s%.64s: unknown field (see "
-			    "docs/CONFIG.md)", prefix, key);
+			return fail(err, errlen,
+			    "%s%s: unknown field (see docs/CONFIG.md)", prefix,
+			    shown(key, kbuf));
 	}
 	for (size_t i = 0; i < nfields; i++)
 		if (fields[i].required &&
@@ -186,22 +214,31 @@ parse_env(struct kwd_config *cfg, json_t *env, char *err, size_t errlen)
 {
 	const char *key;
 	json_t *v;
+	char kbuf[64];
 
 	if (!json_is_object(env))
-		return fail(err, errlen, "pkcs11.env: expected an object of "
+		return fail(err, errlen,
+		    "pkcs11.env: expected an object of "
 		    "NAME: value strings");
-	json_object_foreach(env, key, v) {
+	json_object_foreach (env, key, v) {
 		size_t i = cfg->p11_nenv;
 
 		if (i == KWD_CONFIG_MAX_ENV)
-			return fail(err, errlen, "pkcs11.env: at most %d "
-			    "variables", KWD_CONFIG_MAX_ENV);
+			return fail(err, errlen,
+			    "pkcs11.env: at most %d "
+			    "variables",
+			    KWD_CONFIG_MAX_ENV);
 		if (!env_name_ok(key))
-			return fail(err, errlen, "pkcs11.env.%.64s: not an "
-			    "allowed environment variable name", key);
-		if (!json_is_string(v) || strlen(json_string_value(v)) > STR_MAX)
-			return fail(err, errlen, "pkcs11.env.%s: expected a "
-			    "string", key);
+			return fail(err, errlen,
+			    "pkcs11.env.%s: not an allowed environment "
+			    "variable name",
+			    shown(key, kbuf));
+		if (!json_is_string(v) ||
+		    strlen(json_string_value(v)) > STR_MAX)
+			return fail(err, errlen,
+			    "pkcs11.env.%s: expected a "
+			    "string",
+			    key);
 		cfg->p11_env_names[i] = strdup(key);
 		cfg->p11_env_values[i] = strdup(json_string_value(v));
 		cfg->p11_nenv++;
@@ -252,13 +289,15 @@ kwd_config_parse(const char *buf, size_t len, struct kwd_config **ret_config,
 			goto out;
 		}
 		rv = parse_object(cfg, o, "tls.", tls_fields,
-		    sizeof tls_fields / sizeof tls_fields[0], NULL, err, errlen);
+		    sizeof tls_fields / sizeof tls_fields[0], NULL, err,
+		    errlen);
 		if (rv != KW_OK)
 			goto out;
 	}
 	o = json_object_get(root, "pkcs11");
 	if (o == NULL || !json_is_object(o)) {
-		rv = fail(err, errlen, "pkcs11: required object (module, "
+		rv = fail(err, errlen,
+		    "pkcs11: required object (module, "
 		    "token, pin_file or pin_env)");
 		goto out;
 	}
@@ -267,13 +306,15 @@ kwd_config_parse(const char *buf, size_t len, struct kwd_config **ret_config,
 	if (rv != KW_OK)
 		goto out;
 	if ((cfg->p11.pin_file == NULL) == (cfg->p11.pin_env == NULL)) {
-		rv = fail(err, errlen, "pkcs11: exactly one of pin_file and "
+		rv = fail(err, errlen,
+		    "pkcs11: exactly one of pin_file and "
 		    "pin_env is required (the PIN is never put in the "
 		    "configuration or on a command line)");
 		goto out;
 	}
 	if (kwd_p11_parse_token(cfg->p11.token) != KW_OK) {
-		rv = fail(err, errlen, "pkcs11.token: expected a token label "
+		rv = fail(err, errlen,
+		    "pkcs11.token: expected a token label "
 		    "of at most 32 bytes or a PKCS#11 URI naming a token "
 		    "(pkcs11:token=...), without PIN or object attributes");
 		goto out;

@@ -135,17 +135,19 @@ cmd_create(struct ctx *c, enum kwd_p11_class cls, const char *name)
 	int rv;
 
 	if (!kw_name_valid(name)) {
-		fprintf(stderr, "keyward-hsm: invalid key name '%s': use 1-63 "
-				"of [a-z0-9._-], starting with a letter or "
-				"digit\n",
+		fprintf(stderr,
+		    "keyward-hsm: invalid key name '%s': use 1-63 "
+		    "of [a-z0-9._-], starting with a letter or "
+		    "digit\n",
 		    name);
 		return EXIT_USAGE;
 	}
 	rv = next_version(c, cls, name, &v);
 	if (rv != KW_OK)
 		return die(rv, "list");
-	rv = cls == KWD_P11_KEK ? kwd_p11_kek_generate(c->w, name, v, NULL, NULL)
-				: kwd_p11_ec_generate(c->w, name, v, NULL, NULL);
+	rv = cls == KWD_P11_KEK
+	    ? kwd_p11_kek_generate(c->w, name, v, NULL, NULL)
+	    : kwd_p11_ec_generate(c->w, name, v, NULL, NULL);
 	if (rv != KW_OK)
 		return die(rv, "generate");
 	printf("created %s %s version %u\n",
@@ -233,18 +235,20 @@ cmd_selftest(struct ctx *c, const char *kek, char **kv, int n)
 	if (rv != KW_OK)
 		return die(rv, "list");
 	if (--v == 0) {
-		fprintf(stderr, "keyward-hsm: no KEK named '%s': create one "
-				"with `keyward-hsm -c CONFIG kek create %s`\n",
+		fprintf(stderr,
+		    "keyward-hsm: no KEK named '%s': create one "
+		    "with `keyward-hsm -c CONFIG kek create %s`\n",
 		    kek, kek);
 		return EXIT_FAILURE;
 	}
 	if (context_aad(kv, n, &aad) != KW_OK) {
-		fprintf(stderr, "keyward-hsm: context must be KEY=VALUE "
-				"pairs\n");
+		fprintf(stderr,
+		    "keyward-hsm: context must be KEY=VALUE "
+		    "pairs\n");
 		return EXIT_USAGE;
 	}
-	printf("KEK          %s version %u (sensitive, not extractable)\n",
-	    kek, v);
+	printf("KEK          %s version %u (sensitive, not extractable)\n", kek,
+	    v);
 	printf("context      %s\n", aad);
 	rv = kw_secret_new(32, &dek);
 	if (rv == KW_OK)
@@ -287,13 +291,13 @@ cmd_selftest(struct ctx *c, const char *kek, char **kv, int n)
 	rv = kwd_p11_gcm_open(c->w, kek, v, (unsigned char *)other,
 	    strlen(other), nonce, wrapped, wlen, &back);
 	if (rv != KW_ERR_AUTH) {
-		fprintf(stderr, "keyward-hsm: unwrap with another context "
-				"gave %s, expected KW_ERR_AUTH\n",
+		fprintf(stderr,
+		    "keyward-hsm: unwrap with another context "
+		    "gave %s, expected KW_ERR_AUTH\n",
 		    kw_error_name(rv));
 		goto out;
 	}
-	printf("other context %s -> refused (%s)\n", other,
-	    kw_error_name(rv));
+	printf("other context %s -> refused (%s)\n", other, kw_error_name(rv));
 	printf("selftest     ok\n");
 	status = EXIT_SUCCESS;
 out:
@@ -327,8 +331,9 @@ cmd_init_token(struct kwd_config *cfg, const char *so_pin_file)
 	kw_secret_free(so);
 	kw_secret_free(user);
 	if (rv == KW_ERR_EXISTS) {
-		fprintf(stderr, "keyward-hsm: a token labelled as in "
-				"pkcs11.token exists already\n");
+		fprintf(stderr,
+		    "keyward-hsm: a token labelled as in "
+		    "pkcs11.token exists already\n");
 		return EXIT_EXISTS;
 	}
 	if (rv != KW_OK)
@@ -424,8 +429,8 @@ main(int argc, char **argv)
 	} else if (strcmp(cmd, "selftest") == 0 && optind < argc) {
 		status = cmd_selftest(&c, argv[optind], argv + optind + 1,
 		    argc - optind - 1);
-	} else if (optind < argc && (strcmp(cmd, "kek") == 0 ||
-					strcmp(cmd, "signer") == 0)) {
+	} else if (optind < argc &&
+	    (strcmp(cmd, "kek") == 0 || strcmp(cmd, "signer") == 0)) {
 		enum kwd_p11_class cls =
 		    strcmp(cmd, "kek") == 0 ? KWD_P11_KEK : KWD_P11_SIGNER;
 		const char *sub = argv[optind];

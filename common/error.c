@@ -18,41 +18,51 @@ struct err_entry {
 #define E(code, text) [-(code)] = {#code, text}
 static const struct err_entry errors[] = {
     E(KW_OK, "success"),
-    E(KW_ERR_INTERNAL, "internal error: please report it with the log line "
-		       "that carries this request's id"),
+    E(KW_ERR_INTERNAL,
+        "internal error: please report it with the log line "
+        "that carries this request's id"),
     E(KW_ERR_NOMEM, "out of memory"),
     E(KW_ERR_INVALID, "invalid argument or malformed input"),
     E(KW_ERR_TOO_LARGE, "input exceeds a size limit"),
     E(KW_ERR_IO, "file or socket I/O failed"),
-    E(KW_ERR_CONFIG, "the configuration is invalid: run `keywardd -t -c "
-		     "CONFIG` to see what is wrong"),
-    E(KW_ERR_MEMLOCK, "secure memory cannot be locked: raise RLIMIT_MEMLOCK "
-		      "(LimitMEMLOCK= in the unit, ulimit -l) or grant "
-		      "CAP_IPC_LOCK"),
+    E(KW_ERR_CONFIG,
+        "the configuration is invalid: run `keywardd -t -c "
+        "CONFIG` to see what is wrong"),
+    E(KW_ERR_MEMLOCK,
+        "secure memory cannot be locked: raise RLIMIT_MEMLOCK "
+        "(LimitMEMLOCK= in the unit, ulimit -l) or grant "
+        "CAP_IPC_LOCK"),
     E(KW_ERR_NOT_FOUND, "no such object"),
     E(KW_ERR_EXISTS, "the object already exists"),
-    E(KW_ERR_AUTH, "integrity check failed: the data, its context or its "
-		   "key does not match"),
+    E(KW_ERR_AUTH,
+        "integrity check failed: the data, its context or its "
+        "key does not match"),
     E(KW_ERR_DENIED, "not permitted"),
     E(KW_ERR_UNAVAILABLE, "temporarily unavailable: retry later"),
-    E(KW_ERR_HSM_MODULE, "the PKCS#11 module cannot be loaded: check the "
-			 "module path in the configuration"),
-    E(KW_ERR_HSM_TOKEN, "the HSM token was not found: check the token label "
-			"or PKCS#11 URI and that the token is initialized"),
-    E(KW_ERR_HSM_PIN, "the HSM rejected the PIN (incorrect, locked or "
-		      "expired); keyward will not retry it: fix the PIN source "
-		      "and restart"),
-    E(KW_ERR_HSM_DOWN, "the HSM is unavailable; keyward is reconnecting: "
-		       "retry later"),
+    E(KW_ERR_HSM_MODULE,
+        "the PKCS#11 module cannot be loaded: check the "
+        "module path in the configuration"),
+    E(KW_ERR_HSM_TOKEN,
+        "the HSM token was not found: check the token label "
+        "or PKCS#11 URI and that the token is initialized"),
+    E(KW_ERR_HSM_PIN,
+        "the HSM rejected the PIN (incorrect, locked or "
+        "expired); keyward will not retry it: fix the PIN source "
+        "and restart"),
+    E(KW_ERR_HSM_DOWN,
+        "the HSM is unavailable; keyward is reconnecting: "
+        "retry later"),
     E(KW_ERR_HSM, "the HSM operation failed"),
-    E(KW_ERR_HSM_UNSUPPORTED, "the HSM does not support a required "
-			      "mechanism or attribute"),
+    E(KW_ERR_HSM_UNSUPPORTED,
+        "the HSM does not support a required "
+        "mechanism or attribute"),
     E(KW_ERR_HSM_KEY, "the key is missing or unusable in the HSM"),
     E(KW_ERR_RANDOM, "the random number generator failed"),
     E(KW_ERR_TIMEOUT, "the operation did not finish before its deadline"),
     E(KW_ERR_CRYPTO, "a cryptographic operation failed"),
-    E(KW_ERR_PERM, "a file holding a secret is readable or writable by "
-		   "others: chmod 0600 it"),
+    E(KW_ERR_PERM,
+        "a file holding a secret is readable or writable by "
+        "others: chmod 0600 it"),
 };
 #undef E
 

@@ -53,7 +53,7 @@ kw_lf_uint(const char *key, unsigned long long v)
 }
 
 /* KW_F("key", value): a field; no association for secret types. */
-#define KW_F(k, val)                                                           \
+#define KW_F(k, val) \
 	_Generic((val),                                                        \
 	    char *: kw_lf_str,                                                 \
 	    const char *: kw_lf_str,                                           \
@@ -68,12 +68,13 @@ void kw_log_fields(enum kw_log_level level, const char *event, const char *msg,
     const struct kw_log_field *fields, size_t nfields);
 
 /* kw_log(level, "event.name", "human message", KW_F(...), ...) */
-#define kw_log(level, event, msg, ...)                                         \
-	do {                                                                   \
-		const struct kw_log_field kw_f_[] = {                          \
-		    {NULL, KW_LF_INT, {.i = 0}}, __VA_ARGS__};                 \
-		kw_log_fields((level), (event), (msg), kw_f_ + 1,              \
-		    sizeof kw_f_ / sizeof kw_f_[0] - 1);                       \
+#define kw_log(level, event, msg, ...)                                 \
+	do {                                                           \
+		const struct kw_log_field kw_f_[] = {{NULL, KW_LF_INT, \
+		                                         {.i = 0}},    \
+		    __VA_ARGS__};                                      \
+		kw_log_fields((level), (event), (msg), kw_f_ + 1,      \
+		    sizeof kw_f_ / sizeof kw_f_[0] - 1);               \
 	} while (0)
 
 /* Lines above level are dropped (default KW_LOG_INFO). */

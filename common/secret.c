@@ -74,15 +74,16 @@ kw_memeq(const void *a, const void *b, size_t len)
 static bool
 has_cap_ipc_lock(void)
 {
-	struct __user_cap_header_struct hdr = {
-	    .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+	struct __user_cap_header_struct hdr = {.version =
+	                                           _LINUX_CAPABILITY_VERSION_3,
+	    .pid = 0};
 	struct __user_cap_data_struct data[2];
 
 	memset(data, 0, sizeof data);
 	if (syscall(SYS_capget, &hdr, data) != 0)
 		return false;
 	return (data[CAP_IPC_LOCK / 32].effective &
-		   (1u << (CAP_IPC_LOCK % 32))) != 0;
+	           (1u << (CAP_IPC_LOCK % 32))) != 0;
 }
 
 /* Called with arena.lock held. */

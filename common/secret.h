@@ -26,10 +26,10 @@ struct kw_secret;
 #define KW_SECRET_MAX ((size_t)256 * 1024)
 
 struct kw_secure_stats {
-	size_t chunks;	    /* arena chunks mapped */
+	size_t chunks; /* arena chunks mapped */
 	size_t bytes_total; /* bytes of all chunks, all locked */
-	size_t bytes_used;  /* bytes handed out, in whole blocks */
-	size_t live;	    /* secrets not yet freed */
+	size_t bytes_used; /* bytes handed out, in whole blocks */
+	size_t live; /* secrets not yet freed */
 };
 
 /*

@@ -32,8 +32,8 @@ enum p11_state { P11_UP, P11_DOWN, P11_PIN_FAILED };
 
 struct cache_entry {
 	char *label; /* NULL: empty slot */
-	CK_OBJECT_HANDLE key;	/* secret or private key */
-	CK_OBJECT_HANDLE pub;	/* public key of a signer */
+	CK_OBJECT_HANDLE key; /* secret or private key */
+	CK_OBJECT_HANDLE pub; /* public key of a signer */
 };
 
 struct cache {
@@ -75,12 +75,12 @@ struct kwd_p11_worker {
 	uint64_t gen;
 };
 
-static const char *const class_tag[] = {
-    [KWD_P11_KEK] = "kek", [KWD_P11_SIGNER] = "sig"};
+static const char *const class_tag[] =
+    {[KWD_P11_KEK] = "kek", [KWD_P11_SIGNER] = "sig"};
 
 /* DER of OID 1.2.840.10045.3.1.7 (prime256v1), the CKA_EC_PARAMS value. */
-static const unsigned char p256_oid[] = {
-    0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+static const unsigned char p256_oid[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
+    0x3d, 0x03, 0x01, 0x07};
 
 const char *
 kwd_p11_ckr_name(unsigned long rv)
@@ -330,7 +330,7 @@ time_reached(const struct timespec *ts)
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	return now.tv_sec > ts->tv_sec ||
-	       (now.tv_sec == ts->tv_sec && now.tv_nsec >= ts->tv_nsec);
+	    (now.tv_sec == ts->tv_sec && now.tv_nsec >= ts->tv_nsec);
 }
 
 static void
@@ -563,10 +563,10 @@ for_each_object(struct kwd_p11 *p, CK_SESSION_HANDLE s, CK_RV *ret_ckr,
 			size_t len;
 
 			if (read_attr_str(p, s, batch[i], CKA_LABEL, label,
-				sizeof label, &len) != KW_OK)
+			        sizeof label, &len) != KW_OK)
 				continue;
 			if (!label_parse(label, len, &cls, name, sizeof name,
-				&ver))
+			        &ver))
 				continue;
 			if (p->f->C_GetAttributeValue(s, batch[i], &ca, 1) !=
 			    CKR_OK)
@@ -701,8 +701,8 @@ ensure_up(struct kwd_p11 *p)
 		now_plus_ms(&p->next_try,
 		    p->backoff_ms / 2 + randombytes_uniform(p->backoff_ms));
 		p->backoff_ms = p->backoff_ms * 2 > BACKOFF_MAX_MS
-				    ? BACKOFF_MAX_MS
-				    : p->backoff_ms * 2;
+		    ? BACKOFF_MAX_MS
+		    : p->backoff_ms * 2;
 		rv = KW_ERR_HSM_DOWN;
 		break;
 	}
@@ -770,8 +770,8 @@ worker_ready(struct kwd_p11_worker *w)
 	pthread_mutex_lock(&p->lock);
 	slot = p->slot;
 	pthread_mutex_unlock(&p->lock);
-	r = p->f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
-	    NULL, NULL, &w->s);
+	r = p->f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL,
+	    NULL, &w->s);
 	if (r != CKR_OK)
 		return op_fail(w, "C_OpenSession", r);
 	w->open = true;
@@ -940,7 +940,7 @@ init_module(CK_FUNCTION_LIST_PTR f, const char *path)
 		    "the PKCS#11 module failed to initialize",
 		    KW_F("path", path));
 		return r == CKR_PIN_INCORRECT ? KW_ERR_HSM_PIN
-					      : KW_ERR_HSM_MODULE;
+		                              : KW_ERR_HSM_MODULE;
 	}
 	return KW_OK;
 }
@@ -1414,8 +1414,8 @@ out:
 }
 
 int
-kwd_p11_ecdsa_sign(struct kwd_p11_worker *w, const char *name,
-    uint32_t version, const unsigned char digest[32], unsigned char sig[64])
+kwd_p11_ecdsa_sign(struct kwd_p11_worker *w, const char *name, uint32_t version,
+    const unsigned char digest[32], unsigned char sig[64])
 {
 	struct kwd_p11 *p = w->p11;
 	CK_MECHANISM m = {CKM_ECDSA, NULL, 0};
@@ -1463,8 +1463,7 @@ kwd_p11_random(struct kwd_p11_worker *w, unsigned char *buf, size_t len)
 
 /* CKA_EC_POINT is a DER OCTET STRING around the uncompressed point. */
 static int
-ec_point_unwrap(const unsigned char *der, size_t len,
-    unsigned char point[65])
+ec_point_unwrap(const unsigned char *der, size_t len, unsigned char point[65])
 {
 	if (len == 67 && der[0] == 0x04 && der[1] == 65 && der[2] == 0x04) {
 		memcpy(point, der + 2, 65);
@@ -1479,8 +1478,8 @@ ec_point_unwrap(const unsigned char *der, size_t len,
 }
 
 int
-kwd_p11_ec_point(struct kwd_p11_worker *w, const char *name,
-    uint32_t version, unsigned char point[65])
+kwd_p11_ec_point(struct kwd_p11_worker *w, const char *name, uint32_t version,
+    unsigned char point[65])
 {
 	struct kwd_p11 *p = w->p11;
 	unsigned char der[80];

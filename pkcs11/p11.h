@@ -40,11 +40,11 @@ struct kwd_p11;
 struct kwd_p11_worker;
 
 enum kwd_p11_class {
-	KWD_P11_KEK,	/* AES-256 secret key, encrypt/decrypt only */
+	KWD_P11_KEK, /* AES-256 secret key, encrypt/decrypt only */
 	KWD_P11_SIGNER, /* EC P-256 key pair, sign only */
 };
 
-#define KWD_P11_ID_LEN 16  /* CKA_ID: random, for reconciliation */
+#define KWD_P11_ID_LEN 16 /* CKA_ID: random, for reconciliation */
 #define KWD_P11_NONCE_LEN 12
 #define KWD_P11_TAG_LEN 16
 #define KWD_P11_LABEL_MAX 96

@@ -60,7 +60,8 @@ lp11_load(struct kwd_p11 *p11, struct lp11 **ret)
 		return KW_ERR_NOMEM;
 	}
 	if (PKCS11_CTX_load(l->ctx, kwd_p11_module_path(p11)) != 0) {
-		kw_log(KW_LOG_ERR, "p11.libp11", "libp11 cannot load the module",
+		kw_log(KW_LOG_ERR, "p11.libp11",
+		    "libp11 cannot load the module",
 		    KW_F("path", kwd_p11_module_path(p11)));
 		PKCS11_CTX_free(l->ctx);
 		free(l);
@@ -151,8 +152,8 @@ out:
 }
 
 int
-kwd_p11_ec_public(struct kwd_p11_worker *w, const char *name,
-    uint32_t version, EVP_PKEY **ret_pkey)
+kwd_p11_ec_public(struct kwd_p11_worker *w, const char *name, uint32_t version,
+    EVP_PKEY **ret_pkey)
 {
 	unsigned char point[65];
 	OSSL_PARAM_BLD *bld = NULL;
@@ -168,9 +169,9 @@ kwd_p11_ec_public(struct kwd_p11_worker *w, const char *name,
 	bld = OSSL_PARAM_BLD_new();
 	if (bld == NULL ||
 	    !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
-		"prime256v1", 0) ||
+	        "prime256v1", 0) ||
 	    !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY,
-		point, sizeof point))
+	        point, sizeof point))
 		goto out;
 	params = OSSL_PARAM_BLD_to_param(bld);
 	ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
@@ -191,7 +192,8 @@ kwd_p11_ecdsa_der(const unsigned char sig[64], unsigned char *der, size_t cap,
     size_t *ret_len)
 {
 	ECDSA_SIG *es = ECDSA_SIG_new();
-	BIGNUM *r = BN_bin2bn(sig, 32, NULL), *s = BN_bin2bn(sig + 32, 32, NULL);
+	BIGNUM *r = BN_bin2bn(sig, 32, NULL),
+	       *s = BN_bin2bn(sig + 32, 32, NULL);
 	unsigned char *p = der;
 	int len, rv = KW_ERR_CRYPTO;
 

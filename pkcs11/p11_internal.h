@@ -12,10 +12,10 @@
 #include <pthread.h>
 
 enum p11_action {
-	P11_ACT_NONE,	   /* the call's input or data: nothing to repair */
-	P11_ACT_SESSION,   /* this worker's session is suspect: reopen it */
+	P11_ACT_NONE, /* the call's input or data: nothing to repair */
+	P11_ACT_SESSION, /* this worker's session is suspect: reopen it */
 	P11_ACT_RECONNECT, /* token-wide: reselect, log in, rebuild cache */
-	P11_ACT_PIN,	   /* the PIN was refused: never try it again */
+	P11_ACT_PIN, /* the PIN was refused: never try it again */
 };
 
 struct kwd_p11_rv_info {

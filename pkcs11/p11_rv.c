@@ -9,7 +9,10 @@
  */
 #include "p11_internal.h"
 
-#define R(rv, err, act) {rv, #rv, err, act}
+#define R(rv, err, act)           \
+	{                         \
+		rv, #rv, err, act \
+	}
 static const struct kwd_p11_rv_info rv_table[] = {
     R(CKR_OK, KW_OK, P11_ACT_NONE),
     R(CKR_CANCEL, KW_ERR_HSM, P11_ACT_SESSION),
@@ -111,8 +114,8 @@ static const struct kwd_p11_rv_info rv_table[] = {
 #undef R
 
 /* Values outside the table (vendor-defined or from a later version). */
-static const struct kwd_p11_rv_info rv_unknown = {
-    0, "CKR_(unknown)", KW_ERR_HSM, P11_ACT_SESSION};
+static const struct kwd_p11_rv_info rv_unknown = {0, "CKR_(unknown)",
+    KW_ERR_HSM, P11_ACT_SESSION};
 
 const struct kwd_p11_rv_info *
 kwd_p11_rv_info(CK_RV rv)

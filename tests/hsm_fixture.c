@@ -59,14 +59,16 @@ kwt_token_make(struct kwt_token *t, bool faulty)
 	if (softhsm == NULL)
 		softhsm = "/usr/lib/softhsm/libsofthsm2.so";
 	if (access(softhsm, R_OK) != 0) {
-		fprintf(stderr, "SKIP: SoftHSMv2 module %s not found "
-				"(apt-get install softhsm2)\n",
+		fprintf(stderr,
+		    "SKIP: SoftHSMv2 module %s not found "
+		    "(apt-get install softhsm2)\n",
 		    softhsm);
 		return false;
 	}
 	if (faulty && (fault == NULL || access(fault, R_OK) != 0)) {
-		fprintf(stderr, "SKIP: fault module not found (KW_FAULT_MODULE "
-				"unset or missing)\n");
+		fprintf(stderr,
+		    "SKIP: fault module not found (KW_FAULT_MODULE "
+		    "unset or missing)\n");
 		return false;
 	}
 	assert_int_equal(kw_secure_init(0), KW_OK);

@@ -181,7 +181,7 @@ test_config_full_parses(void **state)
 
 	(void)state;
 	assert_int_equal(kwd_config_parse(full_config, strlen(full_config),
-			     &cfg, err, sizeof err),
+	                     &cfg, err, sizeof err),
 	    KW_OK);
 	assert_non_null(cfg);
 	assert_string_equal(cfg->listen, "127.0.0.1:8443");
@@ -208,11 +208,11 @@ test_config_minimal_parses(void **state)
 {
 	struct kwd_config *cfg = NULL;
 	const char *json = "{\"pkcs11\":{" MODULE ",\"token\":\"keyward-dev\","
-			   "\"pin_env\":\"KEYWARD_PIN\"}}";
+	                   "\"pin_env\":\"KEYWARD_PIN\"}}";
 
 	(void)state;
-	assert_int_equal(
-	    kwd_config_parse(json, strlen(json), &cfg, NULL, 0), KW_OK);
+	assert_int_equal(kwd_config_parse(json, strlen(json), &cfg, NULL, 0),
+	    KW_OK);
 	/* Optional fields stay unset. */
 	assert_null(cfg->listen);
 	assert_null(cfg->metrics_listen);
@@ -235,20 +235,28 @@ test_config_unknown_fields(void **state)
 	(void)state;
 	refused_top("\"lisen\":\"127.0.0.1:8443\"", "lisen");
 	refused_top("\"tls\":{\"cert\":\"/c\",\"key\":\"/k\",\"client_ca\":"
-		    "\"/ca\",\"ciphers\":\"x\"}",
+	            "\"/ca\",\"ciphers\":\"x\"}",
 	    "tls.ciphers");
 	refused_p11(P11 ",\"slot\":\"1\"", "pkcs11.slot");
 	/* Keys that are known elsewhere are unknown here. */
 	refused_p11(P11 ",\"tls\":{}", "pkcs11.tls");
 	refused_top("\"env\":{}", "env");
+	/* A key that tries to forge a log line is shown defanged, on one
+	 * line, and cut. */
+	refused_top("\"a\\nlevel=error event=forged\":1", "a?level=error");
+	refused_top("\"k\\u0001\":1", "k?");
+	refused_top("\"0123456789012345678901234567890123456789"
+	            "0123456789012345678901234567890123456789\":1",
+	    "012345678901234567890123456789012345678901234567...:");
+	refused_p11(P11 ",\"env\":{\"A\\nB\":\"x\"}", "pkcs11.env.A?B");
 }
 
 static void
 test_config_duplicate_key(void **state)
 {
 	(void)state;
-	refused_top(
-	    "\"listen\":\"127.0.0.1:1\",\"listen\":\"127.0.0.1:2\"", "listen");
+	refused_top("\"listen\":\"127.0.0.1:1\",\"listen\":\"127.0.0.1:2\"",
+	    "listen");
 	refused_p11(P11 ",\"module\":\"/other.so\"", "module");
 	refused("{\"pkcs11\":{" P11 "},\"pkcs11\":{" P11 "}}", "pkcs11");
 }
@@ -276,10 +284,10 @@ test_config_required(void **state)
 	refused("{\"listen\":\"127.0.0.1:8443\"}", "pkcs11");
 	refused_p11(TOKEN "," PIN_FILE, "pkcs11.module");
 	refused_p11(MODULE "," PIN_FILE, "pkcs11.token");
-	refused_top(
-	    "\"tls\":{\"cert\":\"/c\",\"key\":\"/k\"}", "tls.client_ca");
-	refused_top(
-	    "\"tls\":{\"key\":\"/k\",\"client_ca\":\"/ca\"}", "tls.cert");
+	refused_top("\"tls\":{\"cert\":\"/c\",\"key\":\"/k\"}",
+	    "tls.client_ca");
+	refused_top("\"tls\":{\"key\":\"/k\",\"client_ca\":\"/ca\"}",
+	    "tls.cert");
 }
 
 static void
@@ -301,18 +309,18 @@ test_config_relative_paths(void **state)
 	refused_top("\"policy\":\"policy.json\"", "policy");
 	refused_top("\"audit_log\":\"./audit.log\"", "audit_log");
 	refused_top("\"tls\":{\"cert\":\"c.pem\",\"key\":\"/k\",\"client_ca\":"
-		    "\"/ca\"}",
+	            "\"/ca\"}",
 	    "tls.cert");
 	refused_top("\"tls\":{\"cert\":\"/c\",\"key\":\"k\",\"client_ca\":"
-		    "\"/ca\"}",
+	            "\"/ca\"}",
 	    "tls.key");
 	refused_top("\"tls\":{\"cert\":\"/c\",\"key\":\"/k\",\"client_ca\":"
-		    "\"~/ca\"}",
+	            "\"~/ca\"}",
 	    "tls.client_ca");
 	refused_p11("\"module\":\"libsofthsm2.so\"," TOKEN "," PIN_FILE,
 	    "pkcs11.module");
-	refused_p11(
-	    MODULE "," TOKEN ",\"pin_file\":\"pin\"", "pkcs11.pin_file");
+	refused_p11(MODULE "," TOKEN ",\"pin_file\":\"pin\"",
+	    "pkcs11.pin_file");
 	/* Empty strings are refused for every field. */
 	refused_top("\"database\":\"\"", "database");
 	refused_top("\"listen\":\"\"", "listen");
@@ -323,8 +331,8 @@ test_config_listen_addresses(void **state)
 {
 	const char *bad[] = {"127.0.0.1", ":80", "h:0", "h:65536", "h:8x",
 	    "h:", "h:-1", "h:99999999999999999999", "h:80 "};
-	const char *good[] = {
-	    "127.0.0.1:8443", "localhost:1", "h:65535", "[::1]:8443"};
+	const char *good[] = {"127.0.0.1:8443", "localhost:1", "h:65535",
+	    "[::1]:8443"};
 	char top[256];
 
 	(void)state;
@@ -365,10 +373,10 @@ test_config_env_entries(void **state)
 	char json[1100];
 
 	(void)state;
-	refused_p11(
-	    P11 ",\"env\":{\"LD_PRELOAD\":\"/x.so\"}", "pkcs11.env.LD_PRELOAD");
-	refused_p11(
-	    P11 ",\"env\":{\"ld_preload\":\"/x.so\"}", "pkcs11.env.ld_preload");
+	refused_p11(P11 ",\"env\":{\"LD_PRELOAD\":\"/x.so\"}",
+	    "pkcs11.env.LD_PRELOAD");
+	refused_p11(P11 ",\"env\":{\"ld_preload\":\"/x.so\"}",
+	    "pkcs11.env.ld_preload");
 	refused_p11(P11 ",\"env\":{\"GLIBC_TUNABLES\":\"x\"}",
 	    "pkcs11.env.GLIBC_TUNABLES");
 	refused_p11(P11 ",\"env\":{\"\":\"x\"}", "pkcs11.env");
@@ -383,8 +391,8 @@ test_config_env_entries(void **state)
 		    "%s\"KW_E%d\":\"v%d\"", i ? "," : "", i, i);
 	snprintf(body + n, sizeof body - n, "}");
 	snprintf(json, sizeof json, "{\"pkcs11\":{%s}}", body);
-	assert_int_equal(
-	    kwd_config_parse(json, strlen(json), &cfg, NULL, 0), KW_OK);
+	assert_int_equal(kwd_config_parse(json, strlen(json), &cfg, NULL, 0),
+	    KW_OK);
 	assert_int_equal(cfg->p11_nenv, KWD_CONFIG_MAX_ENV);
 	for (int i = 0; i < KWD_CONFIG_MAX_ENV; i++) {
 		char name[16], value[16];
@@ -540,8 +548,8 @@ test_config_load(void **state)
 	unlink(path);
 
 	/* Now missing. */
-	assert_int_equal(
-	    kwd_config_load(path, &cfg, err, sizeof err), KW_ERR_CONFIG);
+	assert_int_equal(kwd_config_load(path, &cfg, err, sizeof err),
+	    KW_ERR_CONFIG);
 	assert_null(cfg);
 	assert_non_null(strstr(err, path));
 }
@@ -562,8 +570,8 @@ test_config_load_too_large(void **state)
 	memcpy(buf, json, strlen(json));
 	write_temp(path, sizeof path, buf, size);
 	free(buf);
-	assert_int_equal(
-	    kwd_config_load(path, &cfg, err, sizeof err), KW_ERR_CONFIG);
+	assert_int_equal(kwd_config_load(path, &cfg, err, sizeof err),
+	    KW_ERR_CONFIG);
 	unlink(path);
 	assert_null(cfg);
 	assert_non_null(strstr(err, path));
@@ -576,8 +584,8 @@ test_config_load_directory(void **state)
 	char err[512] = "";
 
 	(void)state;
-	assert_int_equal(
-	    kwd_config_load("/tmp", &cfg, err, sizeof err), KW_ERR_CONFIG);
+	assert_int_equal(kwd_config_load("/tmp", &cfg, err, sizeof err),
+	    KW_ERR_CONFIG);
 	assert_null(cfg);
 	assert_non_null(strstr(err, "/tmp"));
 }
@@ -601,8 +609,8 @@ test_config_apply_env(void **state)
 	    a, b);
 	assert_int_equal(unsetenv("KW_TEST_CFG_A"), 0);
 	assert_int_equal(setenv("KW_TEST_CFG_B", "old", 1), 0);
-	assert_int_equal(
-	    kwd_config_parse(json, strlen(json), &cfg, NULL, 0), KW_OK);
+	assert_int_equal(kwd_config_parse(json, strlen(json), &cfg, NULL, 0),
+	    KW_OK);
 	/* Parsing alone changes nothing. */
 	assert_null(getenv("KW_TEST_CFG_A"));
 	assert_int_equal(kwd_config_apply_env(cfg), KW_OK);

@@ -212,9 +212,9 @@ test_log_escapes_specials(void **state)
 	struct pipe_state *p = *state;
 	/* quote, backslash, newline, tab, a control byte, DEL, UTF-8. */
 	const char v[] = "a\"b\\c\nd\te\x01"
-			 "f\x7fg\xc3\xa9h";
+	                 "f\x7fg\xc3\xa9h";
 	const char *want = " v=\"a\\\"b\\\\c\\x0ad\\x09e\\x01f\\x7fg"
-			   "\\xc3\\xa9h\"\n";
+	                   "\\xc3\\xa9h\"\n";
 
 	kw_log(KW_LOG_INFO, "esc", "m", KW_F("v", v));
 	drain(p);

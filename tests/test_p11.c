@@ -84,11 +84,11 @@ teardown(void **state)
 	return 0;
 }
 
-#define FX(state)                                                              \
-	({                                                                     \
-		if (*(state) == NULL)                                          \
-			skip();                                                \
-		(struct fx *)*(state);                                         \
+#define FX(state)                      \
+	({                             \
+		if (*(state) == NULL)  \
+			skip();        \
+		(struct fx *)*(state); \
 	})
 
 static const unsigned char aad[] = "{\"dataset\":\"imagenet-2026\"}";
@@ -118,8 +118,8 @@ test_p11_kek_attributes(void **state)
 	CK_SESSION_HANDLE s;
 	CK_OBJECT_HANDLE kek, wrapper;
 	CK_BBOOL sens = CK_FALSE, extr = CK_TRUE, wrap = CK_TRUE,
-		 unwrap = CK_TRUE, sign = CK_TRUE, derive = CK_TRUE,
-		 modif = CK_TRUE, enc = CK_FALSE, dec = CK_FALSE;
+	         unwrap = CK_TRUE, sign = CK_TRUE, derive = CK_TRUE,
+	         modif = CK_TRUE, enc = CK_FALSE, dec = CK_FALSE;
 	unsigned char value[64], id[KWD_P11_ID_LEN], ckid[32], out[256];
 	CK_ATTRIBUTE a[] = {
 	    {CKA_SENSITIVE, &sens, sizeof sens},
@@ -149,15 +149,15 @@ test_p11_kek_attributes(void **state)
 	CK_MECHANISM gen = {CKM_AES_KEY_GEN, NULL, 0};
 	CK_MECHANISM kw = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
 
-	assert_int_equal(
-	    kwd_p11_kek_generate(fx->w, "datasets", 1, NULL, id), KW_OK);
+	assert_int_equal(kwd_p11_kek_generate(fx->w, "datasets", 1, NULL, id),
+	    KW_OK);
 	{
 		struct kwd_p11_token_info ti;
 
 		kwd_p11_token(fx->p11, &ti);
 		assert_int_equal(f->C_OpenSession(ti.slot,
-				     CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL,
-				     NULL, &s),
+		                     CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL,
+		                     NULL, &s),
 		    CKR_OK);
 	}
 	kek = find_one(f, s, "kek/datasets/1", CKO_SECRET_KEY);
@@ -178,8 +178,8 @@ test_p11_kek_attributes(void **state)
 	    CKR_ATTRIBUTE_SENSITIVE);
 	/* ...nor exported wrapped under another key. */
 	assert_int_equal(f->C_GenerateKey(s, &gen, wt, 6, &wrapper), CKR_OK);
-	assert_int_not_equal(
-	    f->C_WrapKey(s, &kw, wrapper, kek, out, &outlen), CKR_OK);
+	assert_int_not_equal(f->C_WrapKey(s, &kw, wrapper, kek, out, &outlen),
+	    CKR_OK);
 	/* Nor made extractable after the fact. */
 	{
 		CK_ATTRIBUTE set = {CKA_EXTRACTABLE, &yes, sizeof yes};
@@ -204,11 +204,11 @@ test_p11_gcm_roundtrip(void **state)
 	for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
 		randombytes_buf(pt, sizes[i]);
 		assert_int_equal(kwd_p11_gcm_seal(fx->w, "k", 1, aad, AADLEN,
-				     pt, sizes[i], nonce, ct, sizeof ct, &clen),
+		                     pt, sizes[i], nonce, ct, sizeof ct, &clen),
 		    KW_OK);
 		assert_int_equal(clen, sizes[i] + 16);
 		assert_int_equal(kwd_p11_gcm_open(fx->w, "k", 1, aad, AADLEN,
-				     nonce, ct, clen, &back),
+		                     nonce, ct, clen, &back),
 		    KW_OK);
 		assert_int_equal(kw_secret_len(back), sizes[i]);
 		assert_memory_equal(kw_secret_data(back), pt, sizes[i]);
@@ -217,23 +217,23 @@ test_p11_gcm_roundtrip(void **state)
 	}
 	/* No AAD is allowed too, and is not the same as some AAD. */
 	assert_int_equal(kwd_p11_gcm_seal(fx->w, "k", 1, NULL, 0, pt, 32, nonce,
-			     ct, sizeof ct, &clen),
+	                     ct, sizeof ct, &clen),
 	    KW_OK);
 	assert_int_equal(kwd_p11_gcm_open(fx->w, "k", 1, NULL, 0, nonce, ct,
-			     clen, &back),
+	                     clen, &back),
 	    KW_OK);
 	kw_secret_free(back);
 	back = NULL;
-	assert_int_equal(kwd_p11_gcm_open(fx->w, "k", 1, aad, AADLEN, nonce,
-			     ct, clen, &back),
+	assert_int_equal(kwd_p11_gcm_open(fx->w, "k", 1, aad, AADLEN, nonce, ct,
+	                     clen, &back),
 	    KW_ERR_AUTH);
 	assert_null(back);
 	/* Output buffer too small and empty input are refused up front. */
 	assert_int_equal(kwd_p11_gcm_seal(fx->w, "k", 1, aad, AADLEN, pt, 32,
-			     nonce, ct, 47, &clen),
+	                     nonce, ct, 47, &clen),
 	    KW_ERR_INVALID);
 	assert_int_equal(kwd_p11_gcm_seal(fx->w, "k", 1, aad, AADLEN, pt, 0,
-			     nonce, ct, sizeof ct, &clen),
+	                     nonce, ct, sizeof ct, &clen),
 	    KW_ERR_INVALID);
 }
 
@@ -248,7 +248,7 @@ test_p11_gcm_nonces_unique(void **state)
 	    KW_OK);
 	for (int i = 0; i < 200; i++) {
 		assert_int_equal(kwd_p11_gcm_seal(fx->w, "k", 1, aad, AADLEN,
-				     pt, 32, nonces[i], ct, sizeof ct, &clen),
+		                     pt, 32, nonces[i], ct, sizeof ct, &clen),
 		    KW_OK);
 		for (int j = 0; j < i; j++)
 			assert_memory_not_equal(nonces[i], nonces[j], 12);
@@ -268,13 +268,13 @@ test_p11_gcm_wrong_aad_then_recovers(void **state)
 	assert_int_equal(kwd_p11_kek_generate(fx->w, "k", 1, NULL, NULL),
 	    KW_OK);
 	assert_int_equal(kwd_p11_gcm_seal(fx->w, "k", 1, aad, AADLEN, pt, 32,
-			     nonce, ct, sizeof ct, &clen),
+	                     nonce, ct, sizeof ct, &clen),
 	    KW_OK);
 	memcpy(other, aad, AADLEN);
 	other[AADLEN - 2] ^= 1; /* "imagenet-2027" */
 	for (int i = 0; i < 3; i++) {
 		assert_int_equal(kwd_p11_gcm_open(fx->w, "k", 1, other, AADLEN,
-				     nonce, ct, clen, &back),
+		                     nonce, ct, clen, &back),
 		    KW_ERR_AUTH);
 		assert_null(back);
 	}
@@ -282,14 +282,14 @@ test_p11_gcm_wrong_aad_then_recovers(void **state)
 	 * worker keeps working. */
 	assert_true(kwd_p11_healthy(fx->p11));
 	assert_int_equal(kwd_p11_gcm_open(fx->w, "k", 1, aad, AADLEN, nonce, ct,
-			     clen, &back),
+	                     clen, &back),
 	    KW_OK);
 	assert_memory_equal(kw_secret_data(back), pt, 32);
 	kw_secret_free(back);
 	/* Shorter AAD (a truncated context) fails as well. */
 	back = NULL;
 	assert_int_equal(kwd_p11_gcm_open(fx->w, "k", 1, aad, AADLEN - 1, nonce,
-			     ct, clen, &back),
+	                     ct, clen, &back),
 	    KW_ERR_AUTH);
 }
 
@@ -306,26 +306,26 @@ test_p11_gcm_every_bitflip_fails(void **state)
 	assert_int_equal(kwd_p11_kek_generate(fx->w, "k", 1, NULL, NULL),
 	    KW_OK);
 	assert_int_equal(kwd_p11_gcm_seal(fx->w, "k", 1, aad, AADLEN, pt, 32,
-			     nonce, ct, sizeof ct, &clen),
+	                     nonce, ct, sizeof ct, &clen),
 	    KW_OK);
 	for (size_t bit = 0; bit < clen * 8; bit++, n++) {
 		memcpy(bad, ct, clen);
 		bad[bit / 8] ^= (unsigned char)(1u << (bit % 8));
 		assert_int_equal(kwd_p11_gcm_open(fx->w, "k", 1, aad, AADLEN,
-				     nonce, bad, clen, &back),
+		                     nonce, bad, clen, &back),
 		    KW_ERR_AUTH);
 	}
 	for (size_t bit = 0; bit < sizeof nonce * 8; bit++, n++) {
 		memcpy(badn, nonce, sizeof nonce);
 		badn[bit / 8] ^= (unsigned char)(1u << (bit % 8));
 		assert_int_equal(kwd_p11_gcm_open(fx->w, "k", 1, aad, AADLEN,
-				     badn, ct, clen, &back),
+		                     badn, ct, clen, &back),
 		    KW_ERR_AUTH);
 	}
 	assert_int_equal(n, 48 * 8 + 96);
 	/* Truncated ciphertext (tag cut) fails too. */
 	assert_int_equal(kwd_p11_gcm_open(fx->w, "k", 1, aad, AADLEN, nonce, ct,
-			     clen - 1, &back),
+	                     clen - 1, &back),
 	    KW_ERR_AUTH);
 	assert_true(kwd_p11_healthy(fx->p11));
 }
@@ -345,20 +345,20 @@ test_p11_gcm_wrong_key_or_version(void **state)
 	assert_int_equal(kwd_p11_kek_generate(fx->w, "b", 1, NULL, NULL),
 	    KW_OK);
 	assert_int_equal(kwd_p11_gcm_seal(fx->w, "a", 1, aad, AADLEN, pt, 32,
-			     nonce, ct, sizeof ct, &clen),
+	                     nonce, ct, sizeof ct, &clen),
 	    KW_OK);
 	assert_int_equal(kwd_p11_gcm_open(fx->w, "a", 2, aad, AADLEN, nonce, ct,
-			     clen, &back),
+	                     clen, &back),
 	    KW_ERR_AUTH);
 	assert_int_equal(kwd_p11_gcm_open(fx->w, "b", 1, aad, AADLEN, nonce, ct,
-			     clen, &back),
+	                     clen, &back),
 	    KW_ERR_AUTH);
 	/* Unknown keys are answered from the cache, never searched for. */
 	assert_int_equal(kwd_p11_gcm_open(fx->w, "a", 3, aad, AADLEN, nonce, ct,
-			     clen, &back),
+	                     clen, &back),
 	    KW_ERR_HSM_KEY);
 	assert_int_equal(kwd_p11_gcm_open(fx->w, "Bad/Name", 1, aad, AADLEN,
-			     nonce, ct, clen, &back),
+	                     nonce, ct, clen, &back),
 	    KW_ERR_INVALID);
 	assert_null(back);
 }
@@ -386,9 +386,9 @@ thread_main(void *p)
 		randombytes_buf(pt, sizeof pt);
 		back = NULL;
 		if (kwd_p11_gcm_seal(w, "k", 1, aad, AADLEN, pt, 32, nonce, ct,
-			sizeof ct, &clen) != KW_OK ||
+		        sizeof ct, &clen) != KW_OK ||
 		    kwd_p11_gcm_open(w, "k", 1, aad, AADLEN, nonce, ct, clen,
-			&back) != KW_OK ||
+		        &back) != KW_OK ||
 		    !kw_memeq(kw_secret_data(back), pt, 32))
 			ta->errors++;
 		kw_secret_free(back);
@@ -407,8 +407,9 @@ test_p11_two_threads_10000_ops(void **state)
 	assert_int_equal(kwd_p11_kek_generate(fx->w, "k", 1, NULL, NULL),
 	    KW_OK);
 	for (int i = 0; i < 2; i++)
-		assert_int_equal(
-		    pthread_create(&th[i], NULL, thread_main, &ta[i]), 0);
+		assert_int_equal(pthread_create(&th[i], NULL, thread_main,
+		                     &ta[i]),
+		    0);
 	for (int i = 0; i < 2; i++)
 		assert_int_equal(pthread_join(th[i], NULL), 0);
 	assert_int_equal(ta[0].errors, 0);
@@ -425,15 +426,14 @@ test_p11_no_find_objects_on_hot_path(void **state)
 
 	assert_int_equal(kwd_p11_kek_generate(fx->w, "k", 1, NULL, NULL),
 	    KW_OK);
-	assert_int_equal(kwd_p11_ec_generate(fx->w, "s", 1, NULL, NULL),
-	    KW_OK);
+	assert_int_equal(kwd_p11_ec_generate(fx->w, "s", 1, NULL, NULL), KW_OK);
 	kwt_fault_reset_calls(&fx->tok);
 	for (int i = 0; i < 100; i++) {
 		assert_int_equal(kwd_p11_gcm_seal(fx->w, "k", 1, aad, AADLEN,
-				     pt, 32, nonce, ct, sizeof ct, &clen),
+		                     pt, 32, nonce, ct, sizeof ct, &clen),
 		    KW_OK);
 		assert_int_equal(kwd_p11_gcm_open(fx->w, "k", 1, aad, AADLEN,
-				     nonce, ct, clen, &back),
+		                     nonce, ct, clen, &back),
 		    KW_OK);
 		kw_secret_free(back);
 		back = NULL;
@@ -483,8 +483,8 @@ test_p11_ecdsa_sign_verifies(void **state)
 }
 
 static X509 *
-make_cert(EVP_PKEY *subject_key, const char *cn, X509 *issuer,
-    EVP_PKEY *signer, bool ca)
+make_cert(EVP_PKEY *subject_key, const char *cn, X509 *issuer, EVP_PKEY *signer,
+    bool ca)
 {
 	X509 *x = X509_new();
 	X509_NAME *n = X509_NAME_new();
@@ -517,8 +517,8 @@ make_cert(EVP_PKEY *subject_key, const char *cn, X509 *issuer,
 	    ca ? "critical,keyCertSign" : "critical,digitalSignature");
 	X509_add_ext(x, ext, -1);
 	X509_EXTENSION_free(ext);
-	ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_key_identifier,
-	    "hash");
+	ext =
+	    X509V3_EXT_conf_nid(NULL, &v3, NID_subject_key_identifier, "hash");
 	X509_add_ext(x, ext, -1);
 	X509_EXTENSION_free(ext);
 	ext = X509V3_EXT_conf_nid(NULL, &v3, NID_authority_key_identifier,
@@ -572,8 +572,8 @@ test_p11_libp11_signs_x509_openssl_verifies(void **state)
 	write_pem(ca_path, ca);
 	write_pem(leaf_path, leaf);
 	snprintf(cmd, sizeof cmd,
-	    "openssl verify -x509_strict -CAfile '%s' '%s' >/dev/null",
-	    ca_path, leaf_path);
+	    "openssl verify -x509_strict -CAfile '%s' '%s' >/dev/null", ca_path,
+	    leaf_path);
 	assert_int_equal(system(cmd), 0);
 	/* And openssl does reject a leaf not from this CA (the check can
 	 * fail). */
@@ -632,10 +632,10 @@ test_p11_list_destroy(void **state)
 	assert_int_equal(kwd_p11_destroy(fx->w, KWD_P11_KEK, "ds-b", 1),
 	    KW_ERR_NOT_FOUND);
 	assert_int_equal(kwd_p11_gcm_seal(fx->w, "ds-b", 1, aad, AADLEN, pt, 32,
-			     nonce, ct, sizeof ct, &clen),
+	                     nonce, ct, sizeof ct, &clen),
 	    KW_ERR_HSM_KEY);
 	assert_int_equal(kwd_p11_gcm_seal(fx->w, "ds-b", 2, aad, AADLEN, pt, 32,
-			     nonce, ct, sizeof ct, &clen),
+	                     nonce, ct, sizeof ct, &clen),
 	    KW_OK);
 	assert_int_equal(kwd_p11_destroy(fx->w, KWD_P11_SIGNER, "ds-sig", 1),
 	    KW_OK);
@@ -661,7 +661,7 @@ test_p11_cache_survives_reopen(void **state)
 	assert_int_equal(kwd_p11_kek_generate(fx->w, "k", 4, NULL, NULL),
 	    KW_OK);
 	assert_int_equal(kwd_p11_gcm_seal(fx->w, "k", 4, aad, AADLEN, pt, 32,
-			     nonce, ct, sizeof ct, &clen),
+	                     nonce, ct, sizeof ct, &clen),
 	    KW_OK);
 	kwd_p11_worker_free(fx->w);
 	kwd_p11_free(fx->p11);
@@ -672,7 +672,7 @@ test_p11_cache_survives_reopen(void **state)
 	assert_int_equal(kwd_p11_open(&cfg, &fx->p11), KW_OK);
 	assert_int_equal(kwd_p11_worker_new(fx->p11, &fx->w), KW_OK);
 	assert_int_equal(kwd_p11_gcm_open(fx->w, "k", 4, aad, AADLEN, nonce, ct,
-			     clen, &back),
+	                     clen, &back),
 	    KW_OK);
 	assert_memory_equal(kw_secret_data(back), pt, 32);
 	kw_secret_free(back);
@@ -815,7 +815,7 @@ test_p11_wrong_pin_never_retried(void **state)
 	kwt_write_file(fx->tok.pin_path, hex, 32);
 	kwd_p11_token(fx->p11, &ti);
 	assert_int_equal(f->C_OpenSession(ti.slot, CKF_SERIAL_SESSION, NULL,
-			     NULL, &s),
+	                     NULL, &s),
 	    CKR_OK);
 	assert_int_equal(f->C_Logout(s), CKR_OK);
 	f->C_CloseSession(s);
@@ -826,8 +826,8 @@ test_p11_wrong_pin_never_retried(void **state)
 	assert_int_not_equal(rv, KW_OK);
 	/* The next ones try to reconnect: one login, refused, never again. */
 	for (int i = 0; i < 20; i++) {
-		rv = kwd_p11_gcm_seal(fx->w, "k", 1, aad, AADLEN, pt, 32,
-		    nonce, ct, sizeof ct, &clen);
+		rv = kwd_p11_gcm_seal(fx->w, "k", 1, aad, AADLEN, pt, 32, nonce,
+		    ct, sizeof ct, &clen);
 		assert_int_not_equal(rv, KW_OK);
 		usleep(5000);
 	}
@@ -914,7 +914,7 @@ struct fault_case {
 	const char *ckr;
 	const char *func;
 	int expect; /* KW_ERR_* of the first failing operation */
-	bool down;  /* token-wide: health reports it */
+	bool down; /* token-wide: health reports it */
 };
 
 static void
@@ -966,8 +966,7 @@ test_p11_faults_recover(void **state)
 	    {"CKR_DEVICE_ERROR", "C_EncryptInit", KW_ERR_HSM_DOWN, true},
 	    {"CKR_DEVICE_REMOVED", "C_Encrypt", KW_ERR_HSM_DOWN, true},
 	    {"CKR_TOKEN_NOT_PRESENT", "C_EncryptInit", KW_ERR_HSM_DOWN, true},
-	    {"CKR_SESSION_HANDLE_INVALID", "C_Encrypt", KW_ERR_HSM_DOWN,
-		false},
+	    {"CKR_SESSION_HANDLE_INVALID", "C_Encrypt", KW_ERR_HSM_DOWN, false},
 	    {"CKR_FUNCTION_FAILED", "C_EncryptInit", KW_ERR_HSM, false},
 	    /* A device error while decrypting is not an integrity failure. */
 	    {"CKR_DEVICE_ERROR", "C_Decrypt", KW_ERR_HSM_DOWN, true},
@@ -1018,48 +1017,48 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_p11_kek_attributes, setup,
-		teardown),
+	        teardown),
 	    cmocka_unit_test_setup_teardown(test_p11_gcm_roundtrip, setup,
-		teardown),
+	        teardown),
 	    cmocka_unit_test_setup_teardown(test_p11_gcm_nonces_unique, setup,
-		teardown),
+	        teardown),
 	    cmocka_unit_test_setup_teardown(
-		test_p11_gcm_wrong_aad_then_recovers, setup, teardown),
+	        test_p11_gcm_wrong_aad_then_recovers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_p11_gcm_every_bitflip_fails,
-		setup, teardown),
+	        setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_p11_gcm_wrong_key_or_version,
-		setup, teardown),
+	        setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_p11_two_threads_10000_ops,
-		setup, teardown),
+	        setup, teardown),
 	    cmocka_unit_test_setup_teardown(
-		test_p11_no_find_objects_on_hot_path, setup_faulty, teardown),
+	        test_p11_no_find_objects_on_hot_path, setup_faulty, teardown),
 	    cmocka_unit_test_setup_teardown(test_p11_ecdsa_sign_verifies, setup,
-		teardown),
+	        teardown),
 	    cmocka_unit_test_setup_teardown(
-		test_p11_libp11_signs_x509_openssl_verifies, setup, teardown),
+	        test_p11_libp11_signs_x509_openssl_verifies, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_p11_list_destroy, setup,
-		teardown),
+	        teardown),
 	    cmocka_unit_test_setup_teardown(test_p11_cache_survives_reopen,
-		setup, teardown),
+	        setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_p11_random, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_p11_token_selection, setup,
-		teardown),
+	        teardown),
 	    cmocka_unit_test_setup_teardown(test_p11_missing_module, setup,
-		teardown),
+	        teardown),
 	    cmocka_unit_test_setup_teardown(test_p11_wrong_pin_one_attempt,
-		setup_faulty, teardown),
+	        setup_faulty, teardown),
 	    cmocka_unit_test_setup_teardown(test_p11_wrong_pin_never_retried,
-		setup_faulty, teardown),
+	        setup_faulty, teardown),
 	    cmocka_unit_test_setup_teardown(test_p11_pin_from_env, setup,
-		teardown),
+	        teardown),
 	    cmocka_unit_test_setup_teardown(test_p11_pin_file_unsafe_mode,
-		setup, teardown),
+	        setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_p11_faults_recover,
-		setup_faulty, teardown),
+	        setup_faulty, teardown),
 	    cmocka_unit_test_setup_teardown(test_p11_fault_at_open,
-		setup_faulty, teardown),
+	        setup_faulty, teardown),
 	    cmocka_unit_test_setup_teardown(test_p11_slow_call_bounded,
-		setup_faulty, teardown),
+	        setup_faulty, teardown),
 	};
 
 	/* Failures are logged by the layer; keep the test output readable

@@ -126,25 +126,25 @@ test_p11_labels(void **state)
 
 	(void)state;
 	assert_int_equal(kwd_p11_label(KWD_P11_KEK, "datasets", 3, buf,
-			     sizeof buf),
+	                     sizeof buf),
 	    KW_OK);
 	assert_string_equal(buf, "kek/datasets/3");
 	assert_int_equal(kwd_p11_label(KWD_P11_SIGNER, "tokens", 4294967295u,
-			     buf, sizeof buf),
+	                     buf, sizeof buf),
 	    KW_OK);
 	assert_string_equal(buf, "sig/tokens/4294967295");
 	assert_int_equal(kwd_p11_label(KWD_P11_KEK, "datasets", 0, buf,
-			     sizeof buf),
+	                     sizeof buf),
 	    KW_ERR_INVALID);
 	assert_int_equal(kwd_p11_label(KWD_P11_KEK, "a/b", 1, buf, sizeof buf),
 	    KW_ERR_INVALID);
 	assert_int_equal(kwd_p11_label(KWD_P11_KEK, "Upper", 1, buf,
-			     sizeof buf),
+	                     sizeof buf),
 	    KW_ERR_INVALID);
 	assert_int_equal(kwd_p11_label(KWD_P11_KEK, "datasets", 1, buf, 8),
 	    KW_ERR_INVALID);
 	assert_int_equal(kwd_p11_label((enum kwd_p11_class)7, "d", 1, buf,
-			     sizeof buf),
+	                     sizeof buf),
 	    KW_ERR_INVALID);
 }
 

@@ -404,8 +404,8 @@ test_secret_new_rejects_bad_length(void **state)
 	init_ok();
 	assert_int_equal(kw_secret_new(0, &s), KW_ERR_INVALID);
 	assert_null(s);
-	assert_int_equal(
-	    kw_secret_new(KW_SECRET_MAX + 1, &s), KW_ERR_TOO_LARGE);
+	assert_int_equal(kw_secret_new(KW_SECRET_MAX + 1, &s),
+	    KW_ERR_TOO_LARGE);
 	assert_null(s);
 	assert_int_equal(kw_secret_new(SIZE_MAX, &s), KW_ERR_TOO_LARGE);
 	assert_null(s);
@@ -661,8 +661,8 @@ tmp_teardown(void **state)
 
 /* Write len bytes to dir/name with exactly mode (umask aside). */
 static const char *
-tmp_file(
-    struct tmp *t, const char *name, const void *data, size_t len, mode_t mode)
+tmp_file(struct tmp *t, const char *name, const void *data, size_t len,
+    mode_t mode)
 {
 	int fd;
 
@@ -743,8 +743,8 @@ static void
 test_secret_read_file_rejects_group_other(void **state)
 {
 	struct tmp *t = *state;
-	const mode_t bad[] = {
-	    0644, 0640, 0604, 0660, 0620, 0602, 0610, 0601, 0666, 0700 | 0040};
+	const mode_t bad[] = {0644, 0640, 0604, 0660, 0620, 0602, 0610, 0601,
+	    0666, 0700 | 0040};
 	char canary[33];
 	struct kw_secret *s = NULL;
 	const char *path;
@@ -753,8 +753,8 @@ test_secret_read_file_rejects_group_other(void **state)
 	random_hex(canary, 32);
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		path = tmp_file(t, "perm", canary, strlen(canary), bad[i]);
-		assert_int_equal(
-		    kw_secret_read_file(path, 64, &s), KW_ERR_PERM);
+		assert_int_equal(kw_secret_read_file(path, 64, &s),
+		    KW_ERR_PERM);
 		assert_null(s);
 	}
 	/* Owner-only modes are accepted. */
@@ -778,10 +778,10 @@ test_secret_read_file_rejects_empty(void **state)
 
 	init_ok();
 	for (size_t i = 0; i < sizeof contents / sizeof contents[0]; i++) {
-		path = tmp_file(
-		    t, "empty", contents[i], strlen(contents[i]), 0600);
-		assert_int_equal(
-		    kw_secret_read_file(path, 64, &s), KW_ERR_INVALID);
+		path = tmp_file(t, "empty", contents[i], strlen(contents[i]),
+		    0600);
+		assert_int_equal(kw_secret_read_file(path, 64, &s),
+		    KW_ERR_INVALID);
 		assert_null(s);
 	}
 }
@@ -837,8 +837,8 @@ test_secret_read_file_size_limit(void **state)
 
 	/* max itself is checked. */
 	assert_int_equal(kw_secret_read_file(path, 0, &s), KW_ERR_INVALID);
-	assert_int_equal(
-	    kw_secret_read_file(path, SIZE_MAX, &s), KW_ERR_INVALID);
+	assert_int_equal(kw_secret_read_file(path, SIZE_MAX, &s),
+	    KW_ERR_INVALID);
 	assert_null(s);
 }
 
@@ -858,14 +858,14 @@ test_secret_read_file_largest_max(void **state)
 	init_ok();
 	random_hex(canary, 32);
 	path = tmp_file(t, "max", canary, strlen(canary), 0600);
-	assert_int_equal(
-	    kw_secret_read_file(path, KW_SECRET_MAX - 3, &s), KW_OK);
+	assert_int_equal(kw_secret_read_file(path, KW_SECRET_MAX - 3, &s),
+	    KW_OK);
 	assert_non_null(s);
 	assert_memory_equal(kw_secret_data(s), canary, strlen(canary));
 	kw_secret_free(s);
 	s = NULL;
-	assert_int_equal(
-	    kw_secret_read_file(path, KW_SECRET_MAX - 2, &s), KW_ERR_INVALID);
+	assert_int_equal(kw_secret_read_file(path, KW_SECRET_MAX - 2, &s),
+	    KW_ERR_INVALID);
 	assert_null(s);
 }
 
@@ -906,8 +906,8 @@ test_secret_take_env_moves(void **state)
 	/* Taken once: a second take finds nothing. */
 	kw_secret_free(s);
 	s = NULL;
-	assert_int_equal(
-	    kw_secret_take_env("KW_TEST_TAKE", 256, &s), KW_ERR_NOT_FOUND);
+	assert_int_equal(kw_secret_take_env("KW_TEST_TAKE", 256, &s),
+	    KW_ERR_NOT_FOUND);
 	assert_null(s);
 	sodium_memzero(canary, sizeof canary);
 }
@@ -920,11 +920,11 @@ test_secret_take_env_missing_or_empty(void **state)
 	(void)state;
 	init_ok();
 	assert_int_equal(unsetenv("KW_TEST_TAKE"), 0);
-	assert_int_equal(
-	    kw_secret_take_env("KW_TEST_TAKE", 256, &s), KW_ERR_NOT_FOUND);
+	assert_int_equal(kw_secret_take_env("KW_TEST_TAKE", 256, &s),
+	    KW_ERR_NOT_FOUND);
 	assert_int_equal(setenv("KW_TEST_TAKE", "", 1), 0);
-	assert_int_equal(
-	    kw_secret_take_env("KW_TEST_TAKE", 256, &s), KW_ERR_NOT_FOUND);
+	assert_int_equal(kw_secret_take_env("KW_TEST_TAKE", 256, &s),
+	    KW_ERR_NOT_FOUND);
 	assert_null(s);
 	unsetenv("KW_TEST_TAKE");
 }

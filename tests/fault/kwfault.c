@@ -32,7 +32,7 @@
  */
 
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE	/* st_mtim, nanosleep, strdup under -std=c11 */
+#define _GNU_SOURCE /* st_mtim, nanosleep, strdup under -std=c11 */
 #endif
 
 #include <sys/stat.h>
@@ -50,9 +50,9 @@
 
 #include <p11-kit/pkcs11.h>
 
-#define KW_PUBLIC	__attribute__((visibility("default")))
-#define KW_DEFAULT_MODULE	"/usr/lib/softhsm/libsofthsm2.so"
-#define KW_FILE_MAX	8192	/* rule files are a handful of lines */
+#define KW_PUBLIC __attribute__((visibility("default")))
+#define KW_DEFAULT_MODULE "/usr/lib/softhsm/libsofthsm2.so"
+#define KW_FILE_MAX 8192 /* rule files are a handful of lines */
 
 /*
  * Every PKCS#11 v2.40 entry point except C_GetFunctionList, in the order
@@ -62,256 +62,244 @@
  * the forwarders into CK_FUNCTION_LIST makes the compiler check every
  * signature against the header.
  */
-#define KW_FUNCS(X)							\
-	X(C_Initialize, (CK_VOID_PTR init), (init))			\
-	X(C_Finalize, (CK_VOID_PTR rsv), (rsv))				\
-	X(C_GetInfo, (CK_INFO_PTR info), (info))			\
-	X(C_GetSlotList,						\
-	    (CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR n),	\
-	    (present, list, n))						\
-	X(C_GetSlotInfo, (CK_SLOT_ID slot, CK_SLOT_INFO_PTR info),	\
-	    (slot, info))						\
-	X(C_GetTokenInfo, (CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info),	\
-	    (slot, info))						\
-	X(C_GetMechanismList,						\
-	    (CK_SLOT_ID slot, CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR n), \
-	    (slot, list, n))						\
-	X(C_GetMechanismInfo,						\
-	    (CK_SLOT_ID slot, CK_MECHANISM_TYPE type,			\
-	    CK_MECHANISM_INFO_PTR info),				\
-	    (slot, type, info))						\
-	X(C_InitToken,							\
-	    (CK_SLOT_ID slot, CK_UTF8CHAR_PTR pin, CK_ULONG pinl,	\
-	    CK_UTF8CHAR_PTR label),					\
-	    (slot, pin, pinl, label))					\
-	X(C_InitPIN,							\
-	    (CK_SESSION_HANDLE s, CK_UTF8CHAR_PTR pin, CK_ULONG pinl),	\
-	    (s, pin, pinl))						\
-	X(C_SetPIN,							\
-	    (CK_SESSION_HANDLE s, CK_UTF8CHAR_PTR opin, CK_ULONG opinl,	\
-	    CK_UTF8CHAR_PTR npin, CK_ULONG npinl),			\
-	    (s, opin, opinl, npin, npinl))				\
-	X(C_OpenSession,						\
-	    (CK_SLOT_ID slot, CK_FLAGS fl, CK_VOID_PTR app,		\
-	    CK_NOTIFY notify, CK_SESSION_HANDLE_PTR sp),		\
-	    (slot, fl, app, notify, sp))				\
-	X(C_CloseSession, (CK_SESSION_HANDLE s), (s))			\
-	X(C_CloseAllSessions, (CK_SLOT_ID slot), (slot))		\
-	X(C_GetSessionInfo,						\
-	    (CK_SESSION_HANDLE s, CK_SESSION_INFO_PTR info),		\
-	    (s, info))							\
-	X(C_GetOperationState,						\
-	    (CK_SESSION_HANDLE s, CK_BYTE_PTR st, CK_ULONG_PTR stl),	\
-	    (s, st, stl))						\
-	X(C_SetOperationState,						\
-	    (CK_SESSION_HANDLE s, CK_BYTE_PTR st, CK_ULONG stl,		\
-	    CK_OBJECT_HANDLE ek, CK_OBJECT_HANDLE ak),			\
-	    (s, st, stl, ek, ak))					\
-	X(C_Login,							\
-	    (CK_SESSION_HANDLE s, CK_USER_TYPE ut, CK_UTF8CHAR_PTR pin,	\
-	    CK_ULONG pinl),						\
-	    (s, ut, pin, pinl))						\
-	X(C_Logout, (CK_SESSION_HANDLE s), (s))				\
-	X(C_CreateObject,						\
-	    (CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR t, CK_ULONG tn,	\
-	    CK_OBJECT_HANDLE_PTR op),					\
-	    (s, t, tn, op))						\
-	X(C_CopyObject,							\
-	    (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t, \
-	    CK_ULONG tn, CK_OBJECT_HANDLE_PTR op),			\
-	    (s, o, t, tn, op))						\
-	X(C_DestroyObject, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o),	\
-	    (s, o))							\
-	X(C_GetObjectSize,						\
-	    (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ULONG_PTR sz),	\
-	    (s, o, sz))							\
-	X(C_GetAttributeValue,						\
-	    (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t, \
-	    CK_ULONG tn),						\
-	    (s, o, t, tn))						\
-	X(C_SetAttributeValue,						\
-	    (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t, \
-	    CK_ULONG tn),						\
-	    (s, o, t, tn))						\
-	X(C_FindObjectsInit,						\
-	    (CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR t, CK_ULONG tn),	\
-	    (s, t, tn))							\
-	X(C_FindObjects,						\
-	    (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE_PTR op, CK_ULONG max, \
-	    CK_ULONG_PTR n),						\
-	    (s, op, max, n))						\
-	X(C_FindObjectsFinal, (CK_SESSION_HANDLE s), (s))		\
-	X(C_EncryptInit,						\
-	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k), \
-	    (s, m, k))							\
-	X(C_Encrypt, KW_P_INOUT, KW_A_INOUT)				\
-	X(C_EncryptUpdate, KW_P_INOUT, KW_A_INOUT)			\
-	X(C_EncryptFinal, KW_P_OUT, KW_A_OUT)				\
-	X(C_DecryptInit,						\
-	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k), \
-	    (s, m, k))							\
-	X(C_Decrypt, KW_P_INOUT, KW_A_INOUT)				\
-	X(C_DecryptUpdate, KW_P_INOUT, KW_A_INOUT)			\
-	X(C_DecryptFinal, KW_P_OUT, KW_A_OUT)				\
-	X(C_DigestInit, (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m),	\
-	    (s, m))							\
-	X(C_Digest, KW_P_INOUT, KW_A_INOUT)				\
-	X(C_DigestUpdate, KW_P_IN, KW_A_IN)				\
-	X(C_DigestKey, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k), (s, k)) \
-	X(C_DigestFinal, KW_P_OUT, KW_A_OUT)				\
-	X(C_SignInit,							\
-	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k), \
-	    (s, m, k))							\
-	X(C_Sign, KW_P_INOUT, KW_A_INOUT)				\
-	X(C_SignUpdate, KW_P_IN, KW_A_IN)				\
-	X(C_SignFinal, KW_P_OUT, KW_A_OUT)				\
-	X(C_SignRecoverInit,						\
-	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k), \
-	    (s, m, k))							\
-	X(C_SignRecover, KW_P_INOUT, KW_A_INOUT)			\
-	X(C_VerifyInit,							\
-	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k), \
-	    (s, m, k))							\
-	X(C_Verify,							\
-	    (CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG inl,		\
-	    CK_BYTE_PTR sig, CK_ULONG sigl),				\
-	    (s, in, inl, sig, sigl))					\
-	X(C_VerifyUpdate, KW_P_IN, KW_A_IN)				\
-	X(C_VerifyFinal, KW_P_IN, KW_A_IN)				\
-	X(C_VerifyRecoverInit,						\
-	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k), \
-	    (s, m, k))							\
-	X(C_VerifyRecover, KW_P_INOUT, KW_A_INOUT)			\
-	X(C_DigestEncryptUpdate, KW_P_INOUT, KW_A_INOUT)		\
-	X(C_DecryptDigestUpdate, KW_P_INOUT, KW_A_INOUT)		\
-	X(C_SignEncryptUpdate, KW_P_INOUT, KW_A_INOUT)			\
-	X(C_DecryptVerifyUpdate, KW_P_INOUT, KW_A_INOUT)		\
-	X(C_GenerateKey,						\
-	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR t, \
-	    CK_ULONG tn, CK_OBJECT_HANDLE_PTR kp),			\
-	    (s, m, t, tn, kp))						\
-	X(C_GenerateKeyPair,						\
-	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m,			\
-	    CK_ATTRIBUTE_PTR pt, CK_ULONG ptn,				\
-	    CK_ATTRIBUTE_PTR qt, CK_ULONG qtn,				\
-	    CK_OBJECT_HANDLE_PTR pk, CK_OBJECT_HANDLE_PTR qk),		\
-	    (s, m, pt, ptn, qt, qtn, pk, qk))				\
-	X(C_WrapKey,							\
-	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE wk, \
-	    CK_OBJECT_HANDLE k, CK_BYTE_PTR out, CK_ULONG_PTR outl),	\
-	    (s, m, wk, k, out, outl))					\
-	X(C_UnwrapKey,							\
-	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE uk, \
-	    CK_BYTE_PTR in, CK_ULONG inl, CK_ATTRIBUTE_PTR t,		\
-	    CK_ULONG tn, CK_OBJECT_HANDLE_PTR kp),			\
-	    (s, m, uk, in, inl, t, tn, kp))				\
-	X(C_DeriveKey,							\
-	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE bk, \
-	    CK_ATTRIBUTE_PTR t, CK_ULONG tn, CK_OBJECT_HANDLE_PTR kp),	\
-	    (s, m, bk, t, tn, kp))					\
-	X(C_SeedRandom, KW_P_IN, KW_A_IN)				\
-	X(C_GenerateRandom, KW_P_IN, KW_A_IN)				\
-	X(C_GetFunctionStatus, (CK_SESSION_HANDLE s), (s))		\
-	X(C_CancelFunction, (CK_SESSION_HANDLE s), (s))			\
-	X(C_WaitForSlotEvent,						\
-	    (CK_FLAGS fl, CK_SLOT_ID_PTR slot, CK_VOID_PTR rsv),	\
+#define KW_FUNCS(X)                                                            \
+	X(C_Initialize, (CK_VOID_PTR init), (init))                            \
+	X(C_Finalize, (CK_VOID_PTR rsv), (rsv))                                \
+	X(C_GetInfo, (CK_INFO_PTR info), (info))                               \
+	X(C_GetSlotList,                                                       \
+	    (CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR n),           \
+	    (present, list, n))                                                \
+	X(C_GetSlotInfo, (CK_SLOT_ID slot, CK_SLOT_INFO_PTR info),             \
+	    (slot, info))                                                      \
+	X(C_GetTokenInfo, (CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info),           \
+	    (slot, info))                                                      \
+	X(C_GetMechanismList,                                                  \
+	    (CK_SLOT_ID slot, CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR n),     \
+	    (slot, list, n))                                                   \
+	X(C_GetMechanismInfo,                                                  \
+	    (CK_SLOT_ID slot, CK_MECHANISM_TYPE type,                          \
+	        CK_MECHANISM_INFO_PTR info),                                   \
+	    (slot, type, info))                                                \
+	X(C_InitToken,                                                         \
+	    (CK_SLOT_ID slot, CK_UTF8CHAR_PTR pin, CK_ULONG pinl,              \
+	        CK_UTF8CHAR_PTR label),                                        \
+	    (slot, pin, pinl, label))                                          \
+	X(C_InitPIN,                                                           \
+	    (CK_SESSION_HANDLE s, CK_UTF8CHAR_PTR pin, CK_ULONG pinl),         \
+	    (s, pin, pinl))                                                    \
+	X(C_SetPIN,                                                            \
+	    (CK_SESSION_HANDLE s, CK_UTF8CHAR_PTR opin, CK_ULONG opinl,        \
+	        CK_UTF8CHAR_PTR npin, CK_ULONG npinl),                         \
+	    (s, opin, opinl, npin, npinl))                                     \
+	X(C_OpenSession,                                                       \
+	    (CK_SLOT_ID slot, CK_FLAGS fl, CK_VOID_PTR app, CK_NOTIFY notify,  \
+	        CK_SESSION_HANDLE_PTR sp),                                     \
+	    (slot, fl, app, notify, sp))                                       \
+	X(C_CloseSession, (CK_SESSION_HANDLE s), (s))                          \
+	X(C_CloseAllSessions, (CK_SLOT_ID slot), (slot))                       \
+	X(C_GetSessionInfo, (CK_SESSION_HANDLE s, CK_SESSION_INFO_PTR info),   \
+	    (s, info))                                                         \
+	X(C_GetOperationState,                                                 \
+	    (CK_SESSION_HANDLE s, CK_BYTE_PTR st, CK_ULONG_PTR stl),           \
+	    (s, st, stl))                                                      \
+	X(C_SetOperationState,                                                 \
+	    (CK_SESSION_HANDLE s, CK_BYTE_PTR st, CK_ULONG stl,                \
+	        CK_OBJECT_HANDLE ek, CK_OBJECT_HANDLE ak),                     \
+	    (s, st, stl, ek, ak))                                              \
+	X(C_Login,                                                             \
+	    (CK_SESSION_HANDLE s, CK_USER_TYPE ut, CK_UTF8CHAR_PTR pin,        \
+	        CK_ULONG pinl),                                                \
+	    (s, ut, pin, pinl))                                                \
+	X(C_Logout, (CK_SESSION_HANDLE s), (s))                                \
+	X(C_CreateObject,                                                      \
+	    (CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR t, CK_ULONG tn,             \
+	        CK_OBJECT_HANDLE_PTR op),                                      \
+	    (s, t, tn, op))                                                    \
+	X(C_CopyObject,                                                        \
+	    (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t,      \
+	        CK_ULONG tn, CK_OBJECT_HANDLE_PTR op),                         \
+	    (s, o, t, tn, op))                                                 \
+	X(C_DestroyObject, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o), (s, o))  \
+	X(C_GetObjectSize,                                                     \
+	    (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ULONG_PTR sz),        \
+	    (s, o, sz))                                                        \
+	X(C_GetAttributeValue,                                                 \
+	    (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t,      \
+	        CK_ULONG tn),                                                  \
+	    (s, o, t, tn))                                                     \
+	X(C_SetAttributeValue,                                                 \
+	    (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t,      \
+	        CK_ULONG tn),                                                  \
+	    (s, o, t, tn))                                                     \
+	X(C_FindObjectsInit,                                                   \
+	    (CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR t, CK_ULONG tn),            \
+	    (s, t, tn))                                                        \
+	X(C_FindObjects,                                                       \
+	    (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE_PTR op, CK_ULONG max,       \
+	        CK_ULONG_PTR n),                                               \
+	    (s, op, max, n))                                                   \
+	X(C_FindObjectsFinal, (CK_SESSION_HANDLE s), (s))                      \
+	X(C_EncryptInit,                                                       \
+	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k),     \
+	    (s, m, k))                                                         \
+	X(C_Encrypt, KW_P_INOUT, KW_A_INOUT)                                   \
+	X(C_EncryptUpdate, KW_P_INOUT, KW_A_INOUT)                             \
+	X(C_EncryptFinal, KW_P_OUT, KW_A_OUT)                                  \
+	X(C_DecryptInit,                                                       \
+	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k),     \
+	    (s, m, k))                                                         \
+	X(C_Decrypt, KW_P_INOUT, KW_A_INOUT)                                   \
+	X(C_DecryptUpdate, KW_P_INOUT, KW_A_INOUT)                             \
+	X(C_DecryptFinal, KW_P_OUT, KW_A_OUT)                                  \
+	X(C_DigestInit, (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m), (s, m))     \
+	X(C_Digest, KW_P_INOUT, KW_A_INOUT)                                    \
+	X(C_DigestUpdate, KW_P_IN, KW_A_IN)                                    \
+	X(C_DigestKey, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k), (s, k))      \
+	X(C_DigestFinal, KW_P_OUT, KW_A_OUT)                                   \
+	X(C_SignInit,                                                          \
+	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k),     \
+	    (s, m, k))                                                         \
+	X(C_Sign, KW_P_INOUT, KW_A_INOUT)                                      \
+	X(C_SignUpdate, KW_P_IN, KW_A_IN)                                      \
+	X(C_SignFinal, KW_P_OUT, KW_A_OUT)                                     \
+	X(C_SignRecoverInit,                                                   \
+	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k),     \
+	    (s, m, k))                                                         \
+	X(C_SignRecover, KW_P_INOUT, KW_A_INOUT)                               \
+	X(C_VerifyInit,                                                        \
+	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k),     \
+	    (s, m, k))                                                         \
+	X(C_Verify,                                                            \
+	    (CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG inl,                \
+	        CK_BYTE_PTR sig, CK_ULONG sigl),                               \
+	    (s, in, inl, sig, sigl))                                           \
+	X(C_VerifyUpdate, KW_P_IN, KW_A_IN)                                    \
+	X(C_VerifyFinal, KW_P_IN, KW_A_IN)                                     \
+	X(C_VerifyRecoverInit,                                                 \
+	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k),     \
+	    (s, m, k))                                                         \
+	X(C_VerifyRecover, KW_P_INOUT, KW_A_INOUT)                             \
+	X(C_DigestEncryptUpdate, KW_P_INOUT, KW_A_INOUT)                       \
+	X(C_DecryptDigestUpdate, KW_P_INOUT, KW_A_INOUT)                       \
+	X(C_SignEncryptUpdate, KW_P_INOUT, KW_A_INOUT)                         \
+	X(C_DecryptVerifyUpdate, KW_P_INOUT, KW_A_INOUT)                       \
+	X(C_GenerateKey,                                                       \
+	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR t,      \
+	        CK_ULONG tn, CK_OBJECT_HANDLE_PTR kp),                         \
+	    (s, m, t, tn, kp))                                                 \
+	X(C_GenerateKeyPair,                                                   \
+	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR pt,     \
+	        CK_ULONG ptn, CK_ATTRIBUTE_PTR qt, CK_ULONG qtn,               \
+	        CK_OBJECT_HANDLE_PTR pk, CK_OBJECT_HANDLE_PTR qk),             \
+	    (s, m, pt, ptn, qt, qtn, pk, qk))                                  \
+	X(C_WrapKey,                                                           \
+	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE wk,     \
+	        CK_OBJECT_HANDLE k, CK_BYTE_PTR out, CK_ULONG_PTR outl),       \
+	    (s, m, wk, k, out, outl))                                          \
+	X(C_UnwrapKey,                                                         \
+	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE uk,     \
+	        CK_BYTE_PTR in, CK_ULONG inl, CK_ATTRIBUTE_PTR t, CK_ULONG tn, \
+	        CK_OBJECT_HANDLE_PTR kp),                                      \
+	    (s, m, uk, in, inl, t, tn, kp))                                    \
+	X(C_DeriveKey,                                                         \
+	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE bk,     \
+	        CK_ATTRIBUTE_PTR t, CK_ULONG tn, CK_OBJECT_HANDLE_PTR kp),     \
+	    (s, m, bk, t, tn, kp))                                             \
+	X(C_SeedRandom, KW_P_IN, KW_A_IN)                                      \
+	X(C_GenerateRandom, KW_P_IN, KW_A_IN)                                  \
+	X(C_GetFunctionStatus, (CK_SESSION_HANDLE s), (s))                     \
+	X(C_CancelFunction, (CK_SESSION_HANDLE s), (s))                        \
+	X(C_WaitForSlotEvent,                                                  \
+	    (CK_FLAGS fl, CK_SLOT_ID_PTR slot, CK_VOID_PTR rsv),               \
 	    (fl, slot, rsv))
 
 /* The three shapes shared by most of the data-processing calls. */
-#define KW_P_IN		(CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG inl)
-#define KW_A_IN		(s, in, inl)
-#define KW_P_OUT	(CK_SESSION_HANDLE s, CK_BYTE_PTR out, \
-			    CK_ULONG_PTR outl)
-#define KW_A_OUT	(s, out, outl)
-#define KW_P_INOUT	(CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG inl, \
-			    CK_BYTE_PTR out, CK_ULONG_PTR outl)
-#define KW_A_INOUT	(s, in, inl, out, outl)
+#define KW_P_IN (CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG inl)
+#define KW_A_IN (s, in, inl)
+#define KW_P_OUT (CK_SESSION_HANDLE s, CK_BYTE_PTR out, CK_ULONG_PTR outl)
+#define KW_A_OUT (s, out, outl)
+#define KW_P_INOUT                                                           \
+	(CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG inl, CK_BYTE_PTR out, \
+	    CK_ULONG_PTR outl)
+#define KW_A_INOUT (s, in, inl, out, outl)
 
 /* Function indices; C_GetFunctionList is last so the list above stays 1:1. */
 enum {
-#define KW_ENUM(name, proto, argv)	KW_IDX_##name,
+#define KW_ENUM(name, proto, argv) KW_IDX_##name,
 	KW_FUNCS(KW_ENUM)
 #undef KW_ENUM
-	KW_IDX_C_GetFunctionList,
+	    KW_IDX_C_GetFunctionList,
 	KW_NFUNCS
 };
 
 /* Catch a forgotten or extra entry: v2.40 has exactly 68 functions. */
 _Static_assert(KW_NFUNCS == 68, "PKCS#11 v2.40 has 68 functions");
 _Static_assert(sizeof(CK_FUNCTION_LIST) ==
-    offsetof(CK_FUNCTION_LIST, C_Initialize) + 68 * sizeof(CK_C_Initialize),
+        offsetof(CK_FUNCTION_LIST, C_Initialize) + 68 * sizeof(CK_C_Initialize),
     "CK_FUNCTION_LIST does not have 68 entries");
 
 static const char *const kw_names[KW_NFUNCS] = {
-#define KW_NAME(name, proto, argv)	#name,
-	KW_FUNCS(KW_NAME)
+#define KW_NAME(name, proto, argv) #name,
+    KW_FUNCS(KW_NAME)
 #undef KW_NAME
-	"C_GetFunctionList",
+        "C_GetFunctionList",
 };
 
 /* Every CKR_* the header defines, so rules can name any of them. */
-#define KW_CKRS(X)							\
-	X(CKR_OK) X(CKR_CANCEL) X(CKR_HOST_MEMORY) X(CKR_SLOT_ID_INVALID) \
-	X(CKR_GENERAL_ERROR) X(CKR_FUNCTION_FAILED) X(CKR_ARGUMENTS_BAD) \
-	X(CKR_NO_EVENT) X(CKR_NEED_TO_CREATE_THREADS) X(CKR_CANT_LOCK)	\
-	X(CKR_ATTRIBUTE_READ_ONLY) X(CKR_ATTRIBUTE_SENSITIVE)		\
-	X(CKR_ATTRIBUTE_TYPE_INVALID) X(CKR_ATTRIBUTE_VALUE_INVALID)	\
-	X(CKR_ACTION_PROHIBITED) X(CKR_DATA_INVALID) X(CKR_DATA_LEN_RANGE) \
-	X(CKR_DEVICE_ERROR) X(CKR_DEVICE_MEMORY) X(CKR_DEVICE_REMOVED)	\
-	X(CKR_ENCRYPTED_DATA_INVALID) X(CKR_ENCRYPTED_DATA_LEN_RANGE)	\
-	X(CKR_FUNCTION_CANCELED) X(CKR_FUNCTION_NOT_PARALLEL)		\
-	X(CKR_FUNCTION_NOT_SUPPORTED) X(CKR_KEY_HANDLE_INVALID)		\
-	X(CKR_KEY_SIZE_RANGE) X(CKR_KEY_TYPE_INCONSISTENT)		\
-	X(CKR_KEY_NOT_NEEDED) X(CKR_KEY_CHANGED) X(CKR_KEY_NEEDED)	\
-	X(CKR_KEY_INDIGESTIBLE) X(CKR_KEY_FUNCTION_NOT_PERMITTED)	\
-	X(CKR_KEY_NOT_WRAPPABLE) X(CKR_KEY_UNEXTRACTABLE)		\
-	X(CKR_MECHANISM_INVALID) X(CKR_MECHANISM_PARAM_INVALID)		\
-	X(CKR_OBJECT_HANDLE_INVALID) X(CKR_OPERATION_ACTIVE)		\
-	X(CKR_OPERATION_NOT_INITIALIZED) X(CKR_PIN_INCORRECT)		\
-	X(CKR_PIN_INVALID) X(CKR_PIN_LEN_RANGE) X(CKR_PIN_EXPIRED)	\
-	X(CKR_PIN_LOCKED) X(CKR_SESSION_CLOSED) X(CKR_SESSION_COUNT)	\
-	X(CKR_SESSION_HANDLE_INVALID) X(CKR_SESSION_PARALLEL_NOT_SUPPORTED) \
-	X(CKR_SESSION_READ_ONLY) X(CKR_SESSION_EXISTS)			\
-	X(CKR_SESSION_READ_ONLY_EXISTS) X(CKR_SESSION_READ_WRITE_SO_EXISTS) \
-	X(CKR_SIGNATURE_INVALID) X(CKR_SIGNATURE_LEN_RANGE)		\
-	X(CKR_TEMPLATE_INCOMPLETE) X(CKR_TEMPLATE_INCONSISTENT)		\
-	X(CKR_TOKEN_NOT_PRESENT) X(CKR_TOKEN_NOT_RECOGNIZED)		\
-	X(CKR_TOKEN_WRITE_PROTECTED) X(CKR_UNWRAPPING_KEY_HANDLE_INVALID) \
-	X(CKR_UNWRAPPING_KEY_SIZE_RANGE)				\
-	X(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT)				\
-	X(CKR_USER_ALREADY_LOGGED_IN) X(CKR_USER_NOT_LOGGED_IN)		\
-	X(CKR_USER_PIN_NOT_INITIALIZED) X(CKR_USER_TYPE_INVALID)	\
-	X(CKR_USER_ANOTHER_ALREADY_LOGGED_IN) X(CKR_USER_TOO_MANY_TYPES) \
-	X(CKR_WRAPPED_KEY_INVALID) X(CKR_WRAPPED_KEY_LEN_RANGE)		\
-	X(CKR_WRAPPING_KEY_HANDLE_INVALID) X(CKR_WRAPPING_KEY_SIZE_RANGE) \
-	X(CKR_WRAPPING_KEY_TYPE_INCONSISTENT)				\
-	X(CKR_RANDOM_SEED_NOT_SUPPORTED) X(CKR_RANDOM_NO_RNG)		\
-	X(CKR_DOMAIN_PARAMS_INVALID) X(CKR_CURVE_NOT_SUPPORTED)		\
-	X(CKR_BUFFER_TOO_SMALL) X(CKR_SAVED_STATE_INVALID)		\
-	X(CKR_INFORMATION_SENSITIVE) X(CKR_STATE_UNSAVEABLE)		\
-	X(CKR_CRYPTOKI_NOT_INITIALIZED) X(CKR_CRYPTOKI_ALREADY_INITIALIZED) \
-	X(CKR_MUTEX_BAD) X(CKR_MUTEX_NOT_LOCKED) X(CKR_NEW_PIN_MODE)	\
-	X(CKR_NEXT_OTP) X(CKR_EXCEEDED_MAX_ITERATIONS)			\
-	X(CKR_FIPS_SELF_TEST_FAILED) X(CKR_LIBRARY_LOAD_FAILED)		\
-	X(CKR_PIN_TOO_WEAK) X(CKR_PUBLIC_KEY_INVALID)			\
-	X(CKR_FUNCTION_REJECTED) X(CKR_VENDOR_DEFINED)
+#define KW_CKRS(X)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                              \
+	X(CKR_OK)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                               \
+	X(CKR_CANCEL)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                           \
+	X(CKR_HOST_MEMORY) X(CKR_SLOT_ID_INVALID) X(CKR_GENERAL_ERROR) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                       \
+	    CKR_FUNCTION_FAILED) X(CKR_ARGUMENTS_BAD) X(CKR_NO_EVENT) X(CKR_NEED_TO_CREATE_THREADS)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                             \
+	    X(CKR_CANT_LOCK) X(CKR_ATTRIBUTE_READ_ONLY) X(CKR_ATTRIBUTE_SENSITIVE) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                           \
+	        CKR_ATTRIBUTE_TYPE_INVALID) X(CKR_ATTRIBUTE_VALUE_INVALID) X(CKR_ACTION_PROHIBITED)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                             \
+	        X(CKR_DATA_INVALID) X(CKR_DATA_LEN_RANGE) X(CKR_DEVICE_ERROR) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                \
+	            CKR_DEVICE_MEMORY) X(CKR_DEVICE_REMOVED) X(CKR_ENCRYPTED_DATA_INVALID)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                      \
+	            X(CKR_ENCRYPTED_DATA_LEN_RANGE) X(CKR_FUNCTION_CANCELED) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                 \
+	                CKR_FUNCTION_NOT_PARALLEL) X(CKR_FUNCTION_NOT_SUPPORTED)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                \
+	                X(CKR_KEY_HANDLE_INVALID) X(CKR_KEY_SIZE_RANGE) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                      \
+	                    CKR_KEY_TYPE_INCONSISTENT) X(CKR_KEY_NOT_NEEDED)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                    \
+	                    X(CKR_KEY_CHANGED) X(CKR_KEY_NEEDED) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                             \
+	                        CKR_KEY_INDIGESTIBLE) X(CKR_KEY_FUNCTION_NOT_PERMITTED)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                         \
+	                        X(CKR_KEY_NOT_WRAPPABLE) X(CKR_KEY_UNEXTRACTABLE) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                            \
+	                            CKR_MECHANISM_INVALID) X(CKR_MECHANISM_PARAM_INVALID)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                       \
+	                            X(CKR_OBJECT_HANDLE_INVALID) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                             \
+	                                CKR_OPERATION_ACTIVE) X(CKR_OPERATION_NOT_INITIALIZED)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                  \
+	                                X(CKR_PIN_INCORRECT) X(CKR_PIN_INVALID) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                              \
+	                                    CKR_PIN_LEN_RANGE) X(CKR_PIN_EXPIRED)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                               \
+	                                    X(CKR_PIN_LOCKED) X(CKR_SESSION_CLOSED) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                          \
+	                                        CKR_SESSION_COUNT) X(CKR_SESSION_HANDLE_INVALID)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                \
+	                                        X(CKR_SESSION_PARALLEL_NOT_SUPPORTED) X(CKR_SESSION_READ_ONLY) X(CKR_SESSION_EXISTS) X(CKR_SESSION_READ_ONLY_EXISTS) X(CKR_SESSION_READ_WRITE_SO_EXISTS) X(CKR_SIGNATURE_INVALID) X(CKR_SIGNATURE_LEN_RANGE) X(CKR_TEMPLATE_INCOMPLETE) X(CKR_TEMPLATE_INCONSISTENT) X(CKR_TOKEN_NOT_PRESENT) X(CKR_TOKEN_NOT_RECOGNIZED) X(CKR_TOKEN_WRITE_PROTECTED) X(CKR_UNWRAPPING_KEY_HANDLE_INVALID) X(CKR_UNWRAPPING_KEY_SIZE_RANGE) X(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT) X(CKR_USER_ALREADY_LOGGED_IN) X(CKR_USER_NOT_LOGGED_IN) X(CKR_USER_PIN_NOT_INITIALIZED) X(CKR_USER_TYPE_INVALID) X(CKR_USER_ANOTHER_ALREADY_LOGGED_IN) X(CKR_USER_TOO_MANY_TYPES) X(CKR_WRAPPED_KEY_INVALID) X(CKR_WRAPPED_KEY_LEN_RANGE) X(CKR_WRAPPING_KEY_HANDLE_INVALID) X(CKR_WRAPPING_KEY_SIZE_RANGE) X(CKR_WRAPPING_KEY_TYPE_INCONSISTENT) X(CKR_RANDOM_SEED_NOT_SUPPORTED) X(CKR_RANDOM_NO_RNG) X( \
+	                                            CKR_DOMAIN_PARAMS_INVALID) X(CKR_CURVE_NOT_SUPPORTED) X(CKR_BUFFER_TOO_SMALL)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                               \
+	                                            X(CKR_SAVED_STATE_INVALID) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                               \
+	                                                CKR_INFORMATION_SENSITIVE) X(CKR_STATE_UNSAVEABLE) X(CKR_CRYPTOKI_NOT_INITIALIZED)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                      \
+	                                                X(CKR_CRYPTOKI_ALREADY_INITIALIZED)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                     \
+	                                                    X(CKR_MUTEX_BAD) X(CKR_MUTEX_NOT_LOCKED) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                         \
+	                                                        CKR_NEW_PIN_MODE) X(CKR_NEXT_OTP)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                               \
+	                                                        X(CKR_EXCEEDED_MAX_ITERATIONS) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                               \
+	                                                            CKR_FIPS_SELF_TEST_FAILED)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                  \
+	                                                            X(CKR_LIBRARY_LOAD_FAILED) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                               \
+	                                                                CKR_PIN_TOO_WEAK)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                       \
+	                                                                X(CKR_PUBLIC_KEY_INVALID)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                               \
+	                                                                    X(CKR_FUNCTION_REJECTED)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                            \
+	                                                                        X(CKR_VENDOR_DEFINED)
 
 static const struct {
-	const char	*name;
-	CK_RV		 rv;
+	const char *name;
+	CK_RV rv;
 } kw_ckrs[] = {
-#define KW_CKR(name)	{ #name, name },
-	KW_CKRS(KW_CKR)
+#define KW_CKR(name) {#name, name},
+    KW_CKRS(KW_CKR)
 #undef KW_CKR
 };
 
 struct kw_rule {
-	int		 active;	/* a valid func was given */
-	int		 func;		/* index, or -1 for "*" */
-	CK_RV		 rv;
-	unsigned long	 nth;
-	unsigned long	 times;
-	unsigned long	 sleep_ms;
+	int active; /* a valid func was given */
+	int func; /* index, or -1 for "*" */
+	CK_RV rv;
+	unsigned long nth;
+	unsigned long times;
+	unsigned long sleep_ms;
 };
 
 /*
@@ -322,15 +310,15 @@ struct kw_rule {
  * identical.  While the file is that young we compare content too.
  */
 struct kw_snap {
-	int		 exists;
-	dev_t		 dev;
-	ino_t		 ino;
-	off_t		 size;
-	struct timespec	 mtim;
-	struct timespec	 ctim;
-	struct timespec	 verified;	/* CLOCK_REALTIME before last read */
-	size_t		 len;
-	char		 buf[KW_FILE_MAX];
+	int exists;
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec mtim;
+	struct timespec ctim;
+	struct timespec verified; /* CLOCK_REALTIME before last read */
+	size_t len;
+	char buf[KW_FILE_MAX];
 };
 
 KW_PUBLIC CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR);
@@ -338,16 +326,16 @@ KW_PUBLIC unsigned long kwfault_calls(const char *);
 KW_PUBLIC void kwfault_reset_calls(void);
 
 /* kw_lock covers the rule, the counters and the snapshot. */
-static pthread_mutex_t	 kw_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_once_t	 kw_once = PTHREAD_ONCE_INIT;
-static CK_RV		 kw_init_rv = CKR_GENERAL_ERROR;
+static pthread_mutex_t kw_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t kw_once = PTHREAD_ONCE_INIT;
+static CK_RV kw_init_rv = CKR_GENERAL_ERROR;
 static CK_FUNCTION_LIST_PTR kw_real;
-static char		*kw_file;
-static struct kw_rule	 kw_rule;
-static unsigned long	 kw_matched;	/* matching calls since rule load */
-static unsigned long	 kw_calls[KW_NFUNCS];
-static struct kw_snap	 kw_snap;
-static char		 kw_rbuf[KW_FILE_MAX + 1];	/* scratch for reads */
+static char *kw_file;
+static struct kw_rule kw_rule;
+static unsigned long kw_matched; /* matching calls since rule load */
+static unsigned long kw_calls[KW_NFUNCS];
+static struct kw_snap kw_snap;
+static char kw_rbuf[KW_FILE_MAX + 1]; /* scratch for reads */
 
 static int
 kw_func_index(const char *name)
@@ -400,8 +388,10 @@ kw_rule_set(struct kw_rule *r, const char *origin, const char *key,
 		if (strcmp(val, "*") == 0) {
 			r->func = -1;
 		} else if ((r->func = kw_func_index(val)) < 0) {
-			fprintf(stderr, "kwfault: %s: unknown function '%s'; "
-			    "no fault\n", origin, val);
+			fprintf(stderr,
+			    "kwfault: %s: unknown function '%s'; "
+			    "no fault\n",
+			    origin, val);
 			return -1;
 		}
 		r->active = 1;
@@ -463,14 +453,14 @@ static void
 kw_load_env(void)
 {
 	static const struct {
-		const char	*var;
-		const char	*key;
+		const char *var;
+		const char *key;
 	} vars[] = {
-		{ "KWFAULT_FUNC", "func" },
-		{ "KWFAULT_RV", "rv" },
-		{ "KWFAULT_NTH", "nth" },
-		{ "KWFAULT_TIMES", "times" },
-		{ "KWFAULT_SLEEP_MS", "sleep_ms" },
+	    {"KWFAULT_FUNC", "func"},
+	    {"KWFAULT_RV", "rv"},
+	    {"KWFAULT_NTH", "nth"},
+	    {"KWFAULT_TIMES", "times"},
+	    {"KWFAULT_SLEEP_MS", "sleep_ms"},
 	};
 	struct kw_rule r;
 	const char *val;
@@ -516,8 +506,10 @@ kw_parse_file(char *buf, struct kw_rule *r)
 		if (*line == '\0' || *line == '#')
 			continue;
 		if ((eq = strchr(line, '=')) == NULL) {
-			fprintf(stderr, "kwfault: %s: line '%s' has no '='; "
-			    "no fault\n", kw_file, line);
+			fprintf(stderr,
+			    "kwfault: %s: line '%s' has no '='; "
+			    "no fault\n",
+			    kw_file, line);
 			goto invalid;
 		}
 		*eq = '\0';
@@ -561,10 +553,10 @@ kw_snap_racy(void)
 
 	return kw_snap.mtim.tv_sec + 1 > v->tv_sec ||
 	    (kw_snap.mtim.tv_sec + 1 == v->tv_sec &&
-	    kw_snap.mtim.tv_nsec >= v->tv_nsec) ||
+	        kw_snap.mtim.tv_nsec >= v->tv_nsec) ||
 	    kw_snap.ctim.tv_sec + 1 > v->tv_sec ||
 	    (kw_snap.ctim.tv_sec + 1 == v->tv_sec &&
-	    kw_snap.ctim.tv_nsec >= v->tv_nsec);
+	        kw_snap.ctim.tv_nsec >= v->tv_nsec);
 }
 
 static void
@@ -635,8 +627,10 @@ kw_read_file(void)
 		    strerror(errno));
 		kw_rule_clear(&r);
 	} else if (len > KW_FILE_MAX - 1) {
-		fprintf(stderr, "kwfault: %s: larger than %d bytes; "
-		    "no fault\n", kw_file, KW_FILE_MAX - 1);
+		fprintf(stderr,
+		    "kwfault: %s: larger than %d bytes; "
+		    "no fault\n",
+		    kw_file, KW_FILE_MAX - 1);
 		kw_rule_clear(&r);
 	} else {
 		kw_rbuf[len] = '\0';
@@ -689,8 +683,9 @@ kw_enter(int idx, CK_RV *rvp)
 	kw_calls[idx]++;
 	if (kw_file != NULL)
 		kw_refresh();
-	if (kw_rule.active && (kw_rule.func == idx ||
-	    (kw_rule.func == -1 && idx != KW_IDX_C_GetFunctionList))) {
+	if (kw_rule.active &&
+	    (kw_rule.func == idx ||
+	        (kw_rule.func == -1 && idx != KW_IDX_C_GetFunctionList))) {
 		n = ++kw_matched;
 		if (n >= kw_rule.nth &&
 		    (kw_rule.times == 0 || n - kw_rule.nth < kw_rule.times)) {
@@ -715,29 +710,37 @@ kw_enter(int idx, CK_RV *rvp)
  * The forwarders.  A real module may leave entries it does not implement
  * NULL; report that as the standard "not supported" instead of crashing.
  */
-#define KW_FORWARD(name, proto, argv)					\
-static CK_RV								\
-kw_##name proto								\
-{									\
-	CK_RV rv;							\
-									\
-	if (kw_enter(KW_IDX_##name, &rv))				\
-		return rv;						\
-	if (kw_real->name == NULL)					\
-		return CKR_FUNCTION_NOT_SUPPORTED;			\
-	return kw_real->name argv;					\
-}
+#define KW_FORWARD(name, proto, argv)                      \
+	static CK_RV kw_##name proto                       \
+	{                                                  \
+		CK_RV rv;                                  \
+                                                           \
+		if (kw_enter(KW_IDX_##name, &rv))          \
+			return rv;                         \
+		if (kw_real->name == NULL)                 \
+			return CKR_FUNCTION_NOT_SUPPORTED; \
+		return kw_real->name argv;                 \
+	}
 KW_FUNCS(KW_FORWARD)
 #undef KW_FORWARD
 
 static CK_FUNCTION_LIST kw_list = {
-	.version = { CRYPTOKI_VERSION_MAJOR, CRYPTOKI_VERSION_MINOR },
-#define KW_SLOT(name, proto, argv)	.name = kw_##name,
-	KW_FUNCS(KW_SLOT)
+    .version = {CRYPTOKI_VERSION_MAJOR, CRYPTOKI_VERSION_MINOR},
+#define KW_SLOT(name, proto, argv) .name = kw_##name,
+    KW_FUNCS(KW_SLOT)
 #undef KW_SLOT
-	/* Hand out our own list again, not the real one. */
-	.C_GetFunctionList = C_GetFunctionList,
+        /* Hand out our own list again, not the real one. */
+        .C_GetFunctionList = C_GetFunctionList,
 };
+
+/* The module is unloaded and reloaded between tests: free what init
+ * allocated, or every reload leaks it. */
+__attribute__((destructor)) static void
+kw_fini(void)
+{
+	free(kw_file);
+	kw_file = NULL;
+}
 
 static void
 kw_init(void)
@@ -751,7 +754,8 @@ kw_init(void)
 	kw_load_env();
 	if ((file = getenv("KWFAULT_FILE")) != NULL && *file != '\0' &&
 	    (kw_file = strdup(file)) == NULL)
-		fprintf(stderr, "kwfault: out of memory; KWFAULT_FILE "
+		fprintf(stderr,
+		    "kwfault: out of memory; KWFAULT_FILE "
 		    "ignored\n");
 	/*
 	 * A file that already exists replaces the environment's rule now;
@@ -773,13 +777,15 @@ kw_init(void)
 	}
 	*(void **)&getlist = dlsym(h, "C_GetFunctionList");
 	if (getlist == NULL) {
-		fprintf(stderr, "kwfault: %s: no C_GetFunctionList: %s\n",
-		    path, dlerror());
+		fprintf(stderr, "kwfault: %s: no C_GetFunctionList: %s\n", path,
+		    dlerror());
 		return;
 	}
 	if ((rv = getlist(&kw_real)) != CKR_OK || kw_real == NULL) {
-		fprintf(stderr, "kwfault: %s: C_GetFunctionList failed: "
-		    "0x%lx\n", path, (unsigned long)rv);
+		fprintf(stderr,
+		    "kwfault: %s: C_GetFunctionList failed: "
+		    "0x%lx\n",
+		    path, (unsigned long)rv);
 		kw_real = NULL;
 		return;
 	}

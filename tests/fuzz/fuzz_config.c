@@ -77,7 +77,8 @@ check_env_name(const char *s, const char *what)
 	check(s != NULL && s[0] != '\0', what);
 	for (const char *c = s; *c; c++)
 		check((*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
-		    *c == '_', what);
+		        *c == '_',
+		    what);
 	check(!(s[0] >= '0' && s[0] <= '9'), what);
 	check(strncmp(s, "LD_", 3) != 0 && strncmp(s, "GLIBC_", 6) != 0, what);
 }
@@ -104,7 +105,7 @@ check_config(const struct kwd_config *c)
 		check_env_name(c->p11.pin_env, "pkcs11.pin_env allowed name");
 	/* The tls object's three fields are all required. */
 	tls_set = (c->tls_cert != NULL) + (c->tls_key != NULL) +
-		  (c->tls_client_ca != NULL);
+	    (c->tls_client_ca != NULL);
 	check(tls_set == 0 || tls_set == 3, "tls: all of cert/key/client_ca");
 	check(c->p11_nenv <= KWD_CONFIG_MAX_ENV, "p11_nenv <= MAX_ENV");
 	for (size_t i = 0; i < c->p11_nenv && i < KWD_CONFIG_MAX_ENV; i++) {
