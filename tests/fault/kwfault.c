@@ -62,156 +62,163 @@
  * the forwarders into CK_FUNCTION_LIST makes the compiler check every
  * signature against the header.
  */
-#define KW_FUNCS(X)                                                            \
-	X(C_Initialize, (CK_VOID_PTR init), (init))                            \
-	X(C_Finalize, (CK_VOID_PTR rsv), (rsv))                                \
-	X(C_GetInfo, (CK_INFO_PTR info), (info))                               \
-	X(C_GetSlotList,                                                       \
-	    (CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR n),           \
-	    (present, list, n))                                                \
-	X(C_GetSlotInfo, (CK_SLOT_ID slot, CK_SLOT_INFO_PTR info),             \
-	    (slot, info))                                                      \
-	X(C_GetTokenInfo, (CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info),           \
-	    (slot, info))                                                      \
-	X(C_GetMechanismList,                                                  \
-	    (CK_SLOT_ID slot, CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR n),     \
-	    (slot, list, n))                                                   \
-	X(C_GetMechanismInfo,                                                  \
-	    (CK_SLOT_ID slot, CK_MECHANISM_TYPE type,                          \
-	        CK_MECHANISM_INFO_PTR info),                                   \
-	    (slot, type, info))                                                \
-	X(C_InitToken,                                                         \
-	    (CK_SLOT_ID slot, CK_UTF8CHAR_PTR pin, CK_ULONG pinl,              \
-	        CK_UTF8CHAR_PTR label),                                        \
-	    (slot, pin, pinl, label))                                          \
-	X(C_InitPIN,                                                           \
-	    (CK_SESSION_HANDLE s, CK_UTF8CHAR_PTR pin, CK_ULONG pinl),         \
-	    (s, pin, pinl))                                                    \
-	X(C_SetPIN,                                                            \
-	    (CK_SESSION_HANDLE s, CK_UTF8CHAR_PTR opin, CK_ULONG opinl,        \
-	        CK_UTF8CHAR_PTR npin, CK_ULONG npinl),                         \
-	    (s, opin, opinl, npin, npinl))                                     \
-	X(C_OpenSession,                                                       \
-	    (CK_SLOT_ID slot, CK_FLAGS fl, CK_VOID_PTR app, CK_NOTIFY notify,  \
-	        CK_SESSION_HANDLE_PTR sp),                                     \
-	    (slot, fl, app, notify, sp))                                       \
-	X(C_CloseSession, (CK_SESSION_HANDLE s), (s))                          \
-	X(C_CloseAllSessions, (CK_SLOT_ID slot), (slot))                       \
-	X(C_GetSessionInfo, (CK_SESSION_HANDLE s, CK_SESSION_INFO_PTR info),   \
-	    (s, info))                                                         \
-	X(C_GetOperationState,                                                 \
-	    (CK_SESSION_HANDLE s, CK_BYTE_PTR st, CK_ULONG_PTR stl),           \
-	    (s, st, stl))                                                      \
-	X(C_SetOperationState,                                                 \
-	    (CK_SESSION_HANDLE s, CK_BYTE_PTR st, CK_ULONG stl,                \
-	        CK_OBJECT_HANDLE ek, CK_OBJECT_HANDLE ak),                     \
-	    (s, st, stl, ek, ak))                                              \
-	X(C_Login,                                                             \
-	    (CK_SESSION_HANDLE s, CK_USER_TYPE ut, CK_UTF8CHAR_PTR pin,        \
-	        CK_ULONG pinl),                                                \
-	    (s, ut, pin, pinl))                                                \
-	X(C_Logout, (CK_SESSION_HANDLE s), (s))                                \
-	X(C_CreateObject,                                                      \
-	    (CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR t, CK_ULONG tn,             \
-	        CK_OBJECT_HANDLE_PTR op),                                      \
-	    (s, t, tn, op))                                                    \
-	X(C_CopyObject,                                                        \
-	    (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t,      \
-	        CK_ULONG tn, CK_OBJECT_HANDLE_PTR op),                         \
-	    (s, o, t, tn, op))                                                 \
-	X(C_DestroyObject, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o), (s, o))  \
-	X(C_GetObjectSize,                                                     \
-	    (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ULONG_PTR sz),        \
-	    (s, o, sz))                                                        \
-	X(C_GetAttributeValue,                                                 \
-	    (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t,      \
-	        CK_ULONG tn),                                                  \
-	    (s, o, t, tn))                                                     \
-	X(C_SetAttributeValue,                                                 \
-	    (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t,      \
-	        CK_ULONG tn),                                                  \
-	    (s, o, t, tn))                                                     \
-	X(C_FindObjectsInit,                                                   \
-	    (CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR t, CK_ULONG tn),            \
-	    (s, t, tn))                                                        \
-	X(C_FindObjects,                                                       \
-	    (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE_PTR op, CK_ULONG max,       \
-	        CK_ULONG_PTR n),                                               \
-	    (s, op, max, n))                                                   \
-	X(C_FindObjectsFinal, (CK_SESSION_HANDLE s), (s))                      \
-	X(C_EncryptInit,                                                       \
-	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k),     \
-	    (s, m, k))                                                         \
-	X(C_Encrypt, KW_P_INOUT, KW_A_INOUT)                                   \
-	X(C_EncryptUpdate, KW_P_INOUT, KW_A_INOUT)                             \
-	X(C_EncryptFinal, KW_P_OUT, KW_A_OUT)                                  \
-	X(C_DecryptInit,                                                       \
-	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k),     \
-	    (s, m, k))                                                         \
-	X(C_Decrypt, KW_P_INOUT, KW_A_INOUT)                                   \
-	X(C_DecryptUpdate, KW_P_INOUT, KW_A_INOUT)                             \
-	X(C_DecryptFinal, KW_P_OUT, KW_A_OUT)                                  \
-	X(C_DigestInit, (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m), (s, m))     \
-	X(C_Digest, KW_P_INOUT, KW_A_INOUT)                                    \
-	X(C_DigestUpdate, KW_P_IN, KW_A_IN)                                    \
-	X(C_DigestKey, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k), (s, k))      \
-	X(C_DigestFinal, KW_P_OUT, KW_A_OUT)                                   \
-	X(C_SignInit,                                                          \
-	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k),     \
-	    (s, m, k))                                                         \
-	X(C_Sign, KW_P_INOUT, KW_A_INOUT)                                      \
-	X(C_SignUpdate, KW_P_IN, KW_A_IN)                                      \
-	X(C_SignFinal, KW_P_OUT, KW_A_OUT)                                     \
-	X(C_SignRecoverInit,                                                   \
-	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k),     \
-	    (s, m, k))                                                         \
-	X(C_SignRecover, KW_P_INOUT, KW_A_INOUT)                               \
-	X(C_VerifyInit,                                                        \
-	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k),     \
-	    (s, m, k))                                                         \
-	X(C_Verify,                                                            \
-	    (CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG inl,                \
-	        CK_BYTE_PTR sig, CK_ULONG sigl),                               \
-	    (s, in, inl, sig, sigl))                                           \
-	X(C_VerifyUpdate, KW_P_IN, KW_A_IN)                                    \
-	X(C_VerifyFinal, KW_P_IN, KW_A_IN)                                     \
-	X(C_VerifyRecoverInit,                                                 \
-	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k),     \
-	    (s, m, k))                                                         \
-	X(C_VerifyRecover, KW_P_INOUT, KW_A_INOUT)                             \
-	X(C_DigestEncryptUpdate, KW_P_INOUT, KW_A_INOUT)                       \
-	X(C_DecryptDigestUpdate, KW_P_INOUT, KW_A_INOUT)                       \
-	X(C_SignEncryptUpdate, KW_P_INOUT, KW_A_INOUT)                         \
-	X(C_DecryptVerifyUpdate, KW_P_INOUT, KW_A_INOUT)                       \
-	X(C_GenerateKey,                                                       \
-	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR t,      \
-	        CK_ULONG tn, CK_OBJECT_HANDLE_PTR kp),                         \
-	    (s, m, t, tn, kp))                                                 \
-	X(C_GenerateKeyPair,                                                   \
-	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR pt,     \
-	        CK_ULONG ptn, CK_ATTRIBUTE_PTR qt, CK_ULONG qtn,               \
-	        CK_OBJECT_HANDLE_PTR pk, CK_OBJECT_HANDLE_PTR qk),             \
-	    (s, m, pt, ptn, qt, qtn, pk, qk))                                  \
-	X(C_WrapKey,                                                           \
-	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE wk,     \
-	        CK_OBJECT_HANDLE k, CK_BYTE_PTR out, CK_ULONG_PTR outl),       \
-	    (s, m, wk, k, out, outl))                                          \
-	X(C_UnwrapKey,                                                         \
-	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE uk,     \
-	        CK_BYTE_PTR in, CK_ULONG inl, CK_ATTRIBUTE_PTR t, CK_ULONG tn, \
-	        CK_OBJECT_HANDLE_PTR kp),                                      \
-	    (s, m, uk, in, inl, t, tn, kp))                                    \
-	X(C_DeriveKey,                                                         \
-	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE bk,     \
-	        CK_ATTRIBUTE_PTR t, CK_ULONG tn, CK_OBJECT_HANDLE_PTR kp),     \
-	    (s, m, bk, t, tn, kp))                                             \
-	X(C_SeedRandom, KW_P_IN, KW_A_IN)                                      \
-	X(C_GenerateRandom, KW_P_IN, KW_A_IN)                                  \
-	X(C_GetFunctionStatus, (CK_SESSION_HANDLE s), (s))                     \
-	X(C_CancelFunction, (CK_SESSION_HANDLE s), (s))                        \
-	X(C_WaitForSlotEvent,                                                  \
-	    (CK_FLAGS fl, CK_SLOT_ID_PTR slot, CK_VOID_PTR rsv),               \
+/* One entry a line, as in the header: not reflowed. */
+/* clang-format off */
+#define KW_FUNCS(X)							\
+	X(C_Initialize, (CK_VOID_PTR init), (init))			\
+	X(C_Finalize, (CK_VOID_PTR rsv), (rsv))				\
+	X(C_GetInfo, (CK_INFO_PTR info), (info))			\
+	X(C_GetSlotList,						\
+	    (CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR n),	\
+	    (present, list, n))						\
+	X(C_GetSlotInfo, (CK_SLOT_ID slot, CK_SLOT_INFO_PTR info),	\
+	    (slot, info))						\
+	X(C_GetTokenInfo, (CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info),	\
+	    (slot, info))						\
+	X(C_GetMechanismList,						\
+	    (CK_SLOT_ID slot, CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR n), \
+	    (slot, list, n))						\
+	X(C_GetMechanismInfo,						\
+	    (CK_SLOT_ID slot, CK_MECHANISM_TYPE type,			\
+	    CK_MECHANISM_INFO_PTR info),				\
+	    (slot, type, info))						\
+	X(C_InitToken,							\
+	    (CK_SLOT_ID slot, CK_UTF8CHAR_PTR pin, CK_ULONG pinl,	\
+	    CK_UTF8CHAR_PTR label),					\
+	    (slot, pin, pinl, label))					\
+	X(C_InitPIN,							\
+	    (CK_SESSION_HANDLE s, CK_UTF8CHAR_PTR pin, CK_ULONG pinl),	\
+	    (s, pin, pinl))						\
+	X(C_SetPIN,							\
+	    (CK_SESSION_HANDLE s, CK_UTF8CHAR_PTR opin, CK_ULONG opinl,	\
+	    CK_UTF8CHAR_PTR npin, CK_ULONG npinl),			\
+	    (s, opin, opinl, npin, npinl))				\
+	X(C_OpenSession,						\
+	    (CK_SLOT_ID slot, CK_FLAGS fl, CK_VOID_PTR app,		\
+	    CK_NOTIFY notify, CK_SESSION_HANDLE_PTR sp),		\
+	    (slot, fl, app, notify, sp))				\
+	X(C_CloseSession, (CK_SESSION_HANDLE s), (s))			\
+	X(C_CloseAllSessions, (CK_SLOT_ID slot), (slot))		\
+	X(C_GetSessionInfo,						\
+	    (CK_SESSION_HANDLE s, CK_SESSION_INFO_PTR info),		\
+	    (s, info))							\
+	X(C_GetOperationState,						\
+	    (CK_SESSION_HANDLE s, CK_BYTE_PTR st, CK_ULONG_PTR stl),	\
+	    (s, st, stl))						\
+	X(C_SetOperationState,						\
+	    (CK_SESSION_HANDLE s, CK_BYTE_PTR st, CK_ULONG stl,		\
+	    CK_OBJECT_HANDLE ek, CK_OBJECT_HANDLE ak),			\
+	    (s, st, stl, ek, ak))					\
+	X(C_Login,							\
+	    (CK_SESSION_HANDLE s, CK_USER_TYPE ut, CK_UTF8CHAR_PTR pin,	\
+	    CK_ULONG pinl),						\
+	    (s, ut, pin, pinl))						\
+	X(C_Logout, (CK_SESSION_HANDLE s), (s))				\
+	X(C_CreateObject,						\
+	    (CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR t, CK_ULONG tn,	\
+	    CK_OBJECT_HANDLE_PTR op),					\
+	    (s, t, tn, op))						\
+	X(C_CopyObject,							\
+	    (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t, \
+	    CK_ULONG tn, CK_OBJECT_HANDLE_PTR op),			\
+	    (s, o, t, tn, op))						\
+	X(C_DestroyObject, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o),	\
+	    (s, o))							\
+	X(C_GetObjectSize,						\
+	    (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ULONG_PTR sz),	\
+	    (s, o, sz))							\
+	X(C_GetAttributeValue,						\
+	    (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t, \
+	    CK_ULONG tn),						\
+	    (s, o, t, tn))						\
+	X(C_SetAttributeValue,						\
+	    (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t, \
+	    CK_ULONG tn),						\
+	    (s, o, t, tn))						\
+	X(C_FindObjectsInit,						\
+	    (CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR t, CK_ULONG tn),	\
+	    (s, t, tn))							\
+	X(C_FindObjects,						\
+	    (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE_PTR op, CK_ULONG max, \
+	    CK_ULONG_PTR n),						\
+	    (s, op, max, n))						\
+	X(C_FindObjectsFinal, (CK_SESSION_HANDLE s), (s))		\
+	X(C_EncryptInit,						\
+	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k), \
+	    (s, m, k))							\
+	X(C_Encrypt, KW_P_INOUT, KW_A_INOUT)				\
+	X(C_EncryptUpdate, KW_P_INOUT, KW_A_INOUT)			\
+	X(C_EncryptFinal, KW_P_OUT, KW_A_OUT)				\
+	X(C_DecryptInit,						\
+	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k), \
+	    (s, m, k))							\
+	X(C_Decrypt, KW_P_INOUT, KW_A_INOUT)				\
+	X(C_DecryptUpdate, KW_P_INOUT, KW_A_INOUT)			\
+	X(C_DecryptFinal, KW_P_OUT, KW_A_OUT)				\
+	X(C_DigestInit, (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m),	\
+	    (s, m))							\
+	X(C_Digest, KW_P_INOUT, KW_A_INOUT)				\
+	X(C_DigestUpdate, KW_P_IN, KW_A_IN)				\
+	X(C_DigestKey, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k), (s, k)) \
+	X(C_DigestFinal, KW_P_OUT, KW_A_OUT)				\
+	X(C_SignInit,							\
+	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k), \
+	    (s, m, k))							\
+	X(C_Sign, KW_P_INOUT, KW_A_INOUT)				\
+	X(C_SignUpdate, KW_P_IN, KW_A_IN)				\
+	X(C_SignFinal, KW_P_OUT, KW_A_OUT)				\
+	X(C_SignRecoverInit,						\
+	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k), \
+	    (s, m, k))							\
+	X(C_SignRecover, KW_P_INOUT, KW_A_INOUT)			\
+	X(C_VerifyInit,							\
+	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k), \
+	    (s, m, k))							\
+	X(C_Verify,							\
+	    (CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG inl,		\
+	    CK_BYTE_PTR sig, CK_ULONG sigl),				\
+	    (s, in, inl, sig, sigl))					\
+	X(C_VerifyUpdate, KW_P_IN, KW_A_IN)				\
+	X(C_VerifyFinal, KW_P_IN, KW_A_IN)				\
+	X(C_VerifyRecoverInit,						\
+	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k), \
+	    (s, m, k))							\
+	X(C_VerifyRecover, KW_P_INOUT, KW_A_INOUT)			\
+	X(C_DigestEncryptUpdate, KW_P_INOUT, KW_A_INOUT)		\
+	X(C_DecryptDigestUpdate, KW_P_INOUT, KW_A_INOUT)		\
+	X(C_SignEncryptUpdate, KW_P_INOUT, KW_A_INOUT)			\
+	X(C_DecryptVerifyUpdate, KW_P_INOUT, KW_A_INOUT)		\
+	X(C_GenerateKey,						\
+	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR t, \
+	    CK_ULONG tn, CK_OBJECT_HANDLE_PTR kp),			\
+	    (s, m, t, tn, kp))						\
+	X(C_GenerateKeyPair,						\
+	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m,			\
+	    CK_ATTRIBUTE_PTR pt, CK_ULONG ptn,				\
+	    CK_ATTRIBUTE_PTR qt, CK_ULONG qtn,				\
+	    CK_OBJECT_HANDLE_PTR pk, CK_OBJECT_HANDLE_PTR qk),		\
+	    (s, m, pt, ptn, qt, qtn, pk, qk))				\
+	X(C_WrapKey,							\
+	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE wk, \
+	    CK_OBJECT_HANDLE k, CK_BYTE_PTR out, CK_ULONG_PTR outl),	\
+	    (s, m, wk, k, out, outl))					\
+	X(C_UnwrapKey,							\
+	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE uk, \
+	    CK_BYTE_PTR in, CK_ULONG inl, CK_ATTRIBUTE_PTR t,		\
+	    CK_ULONG tn, CK_OBJECT_HANDLE_PTR kp),			\
+	    (s, m, uk, in, inl, t, tn, kp))				\
+	X(C_DeriveKey,							\
+	    (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE bk, \
+	    CK_ATTRIBUTE_PTR t, CK_ULONG tn, CK_OBJECT_HANDLE_PTR kp),	\
+	    (s, m, bk, t, tn, kp))					\
+	X(C_SeedRandom, KW_P_IN, KW_A_IN)				\
+	X(C_GenerateRandom, KW_P_IN, KW_A_IN)				\
+	X(C_GetFunctionStatus, (CK_SESSION_HANDLE s), (s))		\
+	X(C_CancelFunction, (CK_SESSION_HANDLE s), (s))			\
+	X(C_WaitForSlotEvent,						\
+	    (CK_FLAGS fl, CK_SLOT_ID_PTR slot, CK_VOID_PTR rsv),	\
 	    (fl, slot, rsv))
+/* clang-format on */
 
 /* The three shapes shared by most of the data-processing calls. */
 #define KW_P_IN (CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG inl)
@@ -246,43 +253,54 @@ static const char *const kw_names[KW_NFUNCS] = {
 };
 
 /* Every CKR_* the header defines, so rules can name any of them. */
-#define KW_CKRS(X)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                              \
-	X(CKR_OK)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                               \
-	X(CKR_CANCEL)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                           \
-	X(CKR_HOST_MEMORY) X(CKR_SLOT_ID_INVALID) X(CKR_GENERAL_ERROR) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                       \
-	    CKR_FUNCTION_FAILED) X(CKR_ARGUMENTS_BAD) X(CKR_NO_EVENT) X(CKR_NEED_TO_CREATE_THREADS)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                             \
-	    X(CKR_CANT_LOCK) X(CKR_ATTRIBUTE_READ_ONLY) X(CKR_ATTRIBUTE_SENSITIVE) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                           \
-	        CKR_ATTRIBUTE_TYPE_INVALID) X(CKR_ATTRIBUTE_VALUE_INVALID) X(CKR_ACTION_PROHIBITED)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                             \
-	        X(CKR_DATA_INVALID) X(CKR_DATA_LEN_RANGE) X(CKR_DEVICE_ERROR) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                \
-	            CKR_DEVICE_MEMORY) X(CKR_DEVICE_REMOVED) X(CKR_ENCRYPTED_DATA_INVALID)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                      \
-	            X(CKR_ENCRYPTED_DATA_LEN_RANGE) X(CKR_FUNCTION_CANCELED) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                 \
-	                CKR_FUNCTION_NOT_PARALLEL) X(CKR_FUNCTION_NOT_SUPPORTED)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                \
-	                X(CKR_KEY_HANDLE_INVALID) X(CKR_KEY_SIZE_RANGE) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                      \
-	                    CKR_KEY_TYPE_INCONSISTENT) X(CKR_KEY_NOT_NEEDED)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                    \
-	                    X(CKR_KEY_CHANGED) X(CKR_KEY_NEEDED) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                             \
-	                        CKR_KEY_INDIGESTIBLE) X(CKR_KEY_FUNCTION_NOT_PERMITTED)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                         \
-	                        X(CKR_KEY_NOT_WRAPPABLE) X(CKR_KEY_UNEXTRACTABLE) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                            \
-	                            CKR_MECHANISM_INVALID) X(CKR_MECHANISM_PARAM_INVALID)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                       \
-	                            X(CKR_OBJECT_HANDLE_INVALID) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                             \
-	                                CKR_OPERATION_ACTIVE) X(CKR_OPERATION_NOT_INITIALIZED)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                  \
-	                                X(CKR_PIN_INCORRECT) X(CKR_PIN_INVALID) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                              \
-	                                    CKR_PIN_LEN_RANGE) X(CKR_PIN_EXPIRED)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                               \
-	                                    X(CKR_PIN_LOCKED) X(CKR_SESSION_CLOSED) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                          \
-	                                        CKR_SESSION_COUNT) X(CKR_SESSION_HANDLE_INVALID)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                \
-	                                        X(CKR_SESSION_PARALLEL_NOT_SUPPORTED) X(CKR_SESSION_READ_ONLY) X(CKR_SESSION_EXISTS) X(CKR_SESSION_READ_ONLY_EXISTS) X(CKR_SESSION_READ_WRITE_SO_EXISTS) X(CKR_SIGNATURE_INVALID) X(CKR_SIGNATURE_LEN_RANGE) X(CKR_TEMPLATE_INCOMPLETE) X(CKR_TEMPLATE_INCONSISTENT) X(CKR_TOKEN_NOT_PRESENT) X(CKR_TOKEN_NOT_RECOGNIZED) X(CKR_TOKEN_WRITE_PROTECTED) X(CKR_UNWRAPPING_KEY_HANDLE_INVALID) X(CKR_UNWRAPPING_KEY_SIZE_RANGE) X(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT) X(CKR_USER_ALREADY_LOGGED_IN) X(CKR_USER_NOT_LOGGED_IN) X(CKR_USER_PIN_NOT_INITIALIZED) X(CKR_USER_TYPE_INVALID) X(CKR_USER_ANOTHER_ALREADY_LOGGED_IN) X(CKR_USER_TOO_MANY_TYPES) X(CKR_WRAPPED_KEY_INVALID) X(CKR_WRAPPED_KEY_LEN_RANGE) X(CKR_WRAPPING_KEY_HANDLE_INVALID) X(CKR_WRAPPING_KEY_SIZE_RANGE) X(CKR_WRAPPING_KEY_TYPE_INCONSISTENT) X(CKR_RANDOM_SEED_NOT_SUPPORTED) X(CKR_RANDOM_NO_RNG) X( \
-	                                            CKR_DOMAIN_PARAMS_INVALID) X(CKR_CURVE_NOT_SUPPORTED) X(CKR_BUFFER_TOO_SMALL)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                               \
-	                                            X(CKR_SAVED_STATE_INVALID) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                               \
-	                                                CKR_INFORMATION_SENSITIVE) X(CKR_STATE_UNSAVEABLE) X(CKR_CRYPTOKI_NOT_INITIALIZED)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                      \
-	                                                X(CKR_CRYPTOKI_ALREADY_INITIALIZED)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                     \
-	                                                    X(CKR_MUTEX_BAD) X(CKR_MUTEX_NOT_LOCKED) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                         \
-	                                                        CKR_NEW_PIN_MODE) X(CKR_NEXT_OTP)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                               \
-	                                                        X(CKR_EXCEEDED_MAX_ITERATIONS) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                               \
-	                                                            CKR_FIPS_SELF_TEST_FAILED)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                  \
-	                                                            X(CKR_LIBRARY_LOAD_FAILED) X(                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                               \
-	                                                                CKR_PIN_TOO_WEAK)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                       \
-	                                                                X(CKR_PUBLIC_KEY_INVALID)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                               \
-	                                                                    X(CKR_FUNCTION_REJECTED)                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                                            \
-	                                                                        X(CKR_VENDOR_DEFINED)
+/* One entry a line, as in the header: not reflowed. */
+/* clang-format off */
+#define KW_CKRS(X)							\
+	X(CKR_OK) X(CKR_CANCEL) X(CKR_HOST_MEMORY) X(CKR_SLOT_ID_INVALID) \
+	X(CKR_GENERAL_ERROR) X(CKR_FUNCTION_FAILED) X(CKR_ARGUMENTS_BAD) \
+	X(CKR_NO_EVENT) X(CKR_NEED_TO_CREATE_THREADS) X(CKR_CANT_LOCK)	\
+	X(CKR_ATTRIBUTE_READ_ONLY) X(CKR_ATTRIBUTE_SENSITIVE)		\
+	X(CKR_ATTRIBUTE_TYPE_INVALID) X(CKR_ATTRIBUTE_VALUE_INVALID)	\
+	X(CKR_ACTION_PROHIBITED) X(CKR_DATA_INVALID) X(CKR_DATA_LEN_RANGE) \
+	X(CKR_DEVICE_ERROR) X(CKR_DEVICE_MEMORY) X(CKR_DEVICE_REMOVED)	\
+	X(CKR_ENCRYPTED_DATA_INVALID) X(CKR_ENCRYPTED_DATA_LEN_RANGE)	\
+	X(CKR_FUNCTION_CANCELED) X(CKR_FUNCTION_NOT_PARALLEL)		\
+	X(CKR_FUNCTION_NOT_SUPPORTED) X(CKR_KEY_HANDLE_INVALID)		\
+	X(CKR_KEY_SIZE_RANGE) X(CKR_KEY_TYPE_INCONSISTENT)		\
+	X(CKR_KEY_NOT_NEEDED) X(CKR_KEY_CHANGED) X(CKR_KEY_NEEDED)	\
+	X(CKR_KEY_INDIGESTIBLE) X(CKR_KEY_FUNCTION_NOT_PERMITTED)	\
+	X(CKR_KEY_NOT_WRAPPABLE) X(CKR_KEY_UNEXTRACTABLE)		\
+	X(CKR_MECHANISM_INVALID) X(CKR_MECHANISM_PARAM_INVALID)		\
+	X(CKR_OBJECT_HANDLE_INVALID) X(CKR_OPERATION_ACTIVE)		\
+	X(CKR_OPERATION_NOT_INITIALIZED) X(CKR_PIN_INCORRECT)		\
+	X(CKR_PIN_INVALID) X(CKR_PIN_LEN_RANGE) X(CKR_PIN_EXPIRED)	\
+	X(CKR_PIN_LOCKED) X(CKR_SESSION_CLOSED) X(CKR_SESSION_COUNT)	\
+	X(CKR_SESSION_HANDLE_INVALID) X(CKR_SESSION_PARALLEL_NOT_SUPPORTED) \
+	X(CKR_SESSION_READ_ONLY) X(CKR_SESSION_EXISTS)			\
+	X(CKR_SESSION_READ_ONLY_EXISTS) X(CKR_SESSION_READ_WRITE_SO_EXISTS) \
+	X(CKR_SIGNATURE_INVALID) X(CKR_SIGNATURE_LEN_RANGE)		\
+	X(CKR_TEMPLATE_INCOMPLETE) X(CKR_TEMPLATE_INCONSISTENT)		\
+	X(CKR_TOKEN_NOT_PRESENT) X(CKR_TOKEN_NOT_RECOGNIZED)		\
+	X(CKR_TOKEN_WRITE_PROTECTED) X(CKR_UNWRAPPING_KEY_HANDLE_INVALID) \
+	X(CKR_UNWRAPPING_KEY_SIZE_RANGE)				\
+	X(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT)				\
+	X(CKR_USER_ALREADY_LOGGED_IN) X(CKR_USER_NOT_LOGGED_IN)		\
+	X(CKR_USER_PIN_NOT_INITIALIZED) X(CKR_USER_TYPE_INVALID)	\
+	X(CKR_USER_ANOTHER_ALREADY_LOGGED_IN) X(CKR_USER_TOO_MANY_TYPES) \
+	X(CKR_WRAPPED_KEY_INVALID) X(CKR_WRAPPED_KEY_LEN_RANGE)		\
+	X(CKR_WRAPPING_KEY_HANDLE_INVALID) X(CKR_WRAPPING_KEY_SIZE_RANGE) \
+	X(CKR_WRAPPING_KEY_TYPE_INCONSISTENT)				\
+	X(CKR_RANDOM_SEED_NOT_SUPPORTED) X(CKR_RANDOM_NO_RNG)		\
+	X(CKR_DOMAIN_PARAMS_INVALID) X(CKR_CURVE_NOT_SUPPORTED)		\
+	X(CKR_BUFFER_TOO_SMALL) X(CKR_SAVED_STATE_INVALID)		\
+	X(CKR_INFORMATION_SENSITIVE) X(CKR_STATE_UNSAVEABLE)		\
+	X(CKR_CRYPTOKI_NOT_INITIALIZED) X(CKR_CRYPTOKI_ALREADY_INITIALIZED) \
+	X(CKR_MUTEX_BAD) X(CKR_MUTEX_NOT_LOCKED) X(CKR_NEW_PIN_MODE)	\
+	X(CKR_NEXT_OTP) X(CKR_EXCEEDED_MAX_ITERATIONS)			\
+	X(CKR_FIPS_SELF_TEST_FAILED) X(CKR_LIBRARY_LOAD_FAILED)		\
+	X(CKR_PIN_TOO_WEAK) X(CKR_PUBLIC_KEY_INVALID)			\
+	X(CKR_FUNCTION_REJECTED) X(CKR_VENDOR_DEFINED)
+/* clang-format on */
 
 static const struct {
 	const char *name;
