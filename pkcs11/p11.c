@@ -1103,17 +1103,6 @@ kwd_p11_worker_free(struct kwd_p11_worker *w)
 /* ---- key generation ---- */
 
 static int
-new_id(struct kwd_p11_worker *w, const unsigned char *id, unsigned char *out)
-{
-	(void)w;
-	if (id != NULL)
-		memcpy(out, id, KWD_P11_ID_LEN);
-	else
-		randombytes_buf(out, KWD_P11_ID_LEN);
-	return KW_OK;
-}
-
-static int
 check_absent(struct kwd_p11 *p, const char *label)
 {
 	struct cache_entry *e;
@@ -1139,6 +1128,46 @@ cache_insert(struct kwd_p11 *p, const char *label, CK_OBJECT_HANDLE key,
 	return rv;
 }
 
+/*
+ * The common start of a key generation: the label, a live session, no
+ * object with that label yet, and the CKA_ID to use.
+ */
+static int
+gen_begin(struct kwd_p11_worker *w, enum kwd_p11_class cls, const char *name,
+    uint32_t version, const unsigned char *id, char label[KWD_P11_LABEL_MAX],
+    unsigned char ckid[KWD_P11_ID_LEN])
+{
+	int rv;
+
+	rv = kwd_p11_label(cls, name, version, label, KWD_P11_LABEL_MAX);
+	if (rv != KW_OK)
+		return rv;
+	rv = worker_ready(w);
+	if (rv != KW_OK)
+		return rv;
+	rv = check_absent(w->p11, label);
+	if (rv != KW_OK)
+		return rv;
+	if (id != NULL)
+		memcpy(ckid, id, KWD_P11_ID_LEN);
+	else
+		randombytes_buf(ckid, KWD_P11_ID_LEN);
+	return KW_OK;
+}
+
+/* The common end: cache the new handles, report the CKA_ID used. */
+static int
+gen_end(struct kwd_p11 *p, const char *label, CK_OBJECT_HANDLE key,
+    CK_OBJECT_HANDLE pub, const unsigned char ckid[KWD_P11_ID_LEN],
+    unsigned char *ret_id)
+{
+	int rv = cache_insert(p, label, key, pub);
+
+	if (rv == KW_OK && ret_id != NULL)
+		memcpy(ret_id, ckid, KWD_P11_ID_LEN);
+	return rv;
+}
+
 int
 kwd_p11_kek_generate(struct kwd_p11_worker *w, const char *name,
     uint32_t version, const unsigned char *id, unsigned char *ret_id)
@@ -1155,16 +1184,9 @@ kwd_p11_kek_generate(struct kwd_p11_worker *w, const char *name,
 	CK_RV r;
 	int rv;
 
-	rv = kwd_p11_label(KWD_P11_KEK, name, version, label, sizeof label);
+	rv = gen_begin(w, KWD_P11_KEK, name, version, id, label, ckid);
 	if (rv != KW_OK)
 		return rv;
-	rv = worker_ready(w);
-	if (rv != KW_OK)
-		return rv;
-	rv = check_absent(p, label);
-	if (rv != KW_OK)
-		return rv;
-	new_id(w, id, ckid);
 	{
 		/* Only what a KEK needs: encrypt and decrypt inside the HSM.
 		 * Never readable (sensitive), never exportable, not even
@@ -1195,10 +1217,7 @@ kwd_p11_kek_generate(struct kwd_p11_worker *w, const char *name,
 	}
 	if (r != CKR_OK)
 		return op_fail(w, "C_GenerateKey", r);
-	rv = cache_insert(p, label, h, CK_INVALID_HANDLE);
-	if (rv == KW_OK && ret_id != NULL)
-		memcpy(ret_id, ckid, sizeof ckid);
-	return rv;
+	return gen_end(p, label, h, CK_INVALID_HANDLE, ckid, ret_id);
 }
 
 int
@@ -1215,16 +1234,9 @@ kwd_p11_ec_generate(struct kwd_p11_worker *w, const char *name,
 	CK_RV r;
 	int rv;
 
-	rv = kwd_p11_label(KWD_P11_SIGNER, name, version, label, sizeof label);
+	rv = gen_begin(w, KWD_P11_SIGNER, name, version, id, label, ckid);
 	if (rv != KW_OK)
 		return rv;
-	rv = worker_ready(w);
-	if (rv != KW_OK)
-		return rv;
-	rv = check_absent(p, label);
-	if (rv != KW_OK)
-		return rv;
-	new_id(w, id, ckid);
 	{
 		CK_ATTRIBUTE pt[] = {
 		    {CKA_KEY_TYPE, &kt, sizeof kt},
@@ -1261,10 +1273,7 @@ kwd_p11_ec_generate(struct kwd_p11_worker *w, const char *name,
 	}
 	if (r != CKR_OK)
 		return op_fail(w, "C_GenerateKeyPair", r);
-	rv = cache_insert(p, label, priv, pub);
-	if (rv == KW_OK && ret_id != NULL)
-		memcpy(ret_id, ckid, sizeof ckid);
-	return rv;
+	return gen_end(p, label, priv, pub, ckid, ret_id);
 }
 
 /* ---- operations ---- */
