@@ -28,16 +28,19 @@ enum ftype {
 	F_PATH, /* an absolute path */
 	F_ADDRESS, /* host:port */
 	F_ENVNAME, /* an environment variable name */
+	F_UINT, /* an integer within [min, max], unsigned long */
 };
 
 struct field {
 	const char *name;
 	enum ftype type;
 	bool required;
-	size_t off; /* of the char * in struct kwd_config */
+	size_t off; /* of the char * (unsigned long) in struct kwd_config */
+	unsigned long min, max; /* F_UINT */
 };
 
-#define OFF(m) offsetof(struct kwd_config, m)
+#define OFF(m) offsetof(struct kwd_config, m), 0, 0
+#define UOFF(m, lo, hi) offsetof(struct kwd_config, m), lo, hi
 
 static const struct field top_fields[] = {
     {"listen", F_ADDRESS, false, OFF(listen)},
@@ -45,6 +48,22 @@ static const struct field top_fields[] = {
     {"database", F_PATH, false, OFF(database)},
     {"policy", F_PATH, false, OFF(policy)},
     {"audit_log", F_PATH, false, OFF(audit_log)},
+    {"front_user", F_STRING, false, OFF(front_user)},
+    {"keeper_user", F_STRING, false, OFF(keeper_user)},
+    {"front_chroot", F_PATH, false, OFF(front_chroot)},
+    {"workers", F_UINT, false, UOFF(workers, 1, 16)},
+    {"audit_sync_ms", F_UINT, false, UOFF(audit_sync_ms, 0, 10000)},
+};
+
+static const struct field limit_fields[] = {
+    {"max_body_bytes", F_UINT, false,
+        UOFF(limits.max_body_bytes, 1024, 16 * 1024 * 1024)},
+    {"max_connections", F_UINT, false, UOFF(limits.max_connections, 1, 100000)},
+    {"per_ip_connections", F_UINT, false,
+        UOFF(limits.per_ip_connections, 1, 100000)},
+    {"header_timeout_ms", F_UINT, false,
+        UOFF(limits.header_timeout_ms, 100, 600000)},
+    {"idle_timeout_s", F_UINT, false, UOFF(limits.idle_timeout_s, 1, 3600)},
 };
 
 static const struct field tls_fields[] = {
@@ -147,6 +166,8 @@ check_value(const char *where, const char *v, enum ftype t, char *err,
 			    "e.g. 127.0.0.1:8443",
 			    where);
 		break;
+	case F_UINT: /* handled by set_uint() */
+		break;
 	case F_ENVNAME:
 		if (!env_name_ok(v))
 			return fail(err, errlen,
@@ -156,6 +177,43 @@ check_value(const char *where, const char *v, enum ftype t, char *err,
 		break;
 	}
 	return KW_OK;
+}
+
+static int
+set_uint(struct kwd_config *cfg, const struct field *f, const char *where,
+    json_t *v, char *err, size_t errlen)
+{
+	json_int_t n;
+
+	if (!json_is_integer(v))
+		return fail(err, errlen, "%s: expected an integer", where);
+	n = json_integer_value(v);
+	if (n < 0 || (unsigned long long)n < f->min ||
+	    (unsigned long long)n > f->max)
+		return fail(err, errlen, "%s: expected %lu to %lu", where,
+		    f->min, f->max);
+	*(unsigned long *)((char *)cfg + f->off) = (unsigned long)n;
+	return KW_OK;
+}
+
+/* Values for what the file leaves out. */
+static void
+set_defaults(struct kwd_config *cfg)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (cfg->workers == 0)
+		cfg->workers = n < 1 ? 1 : n > 4 ? 4 : (unsigned long)n;
+	if (cfg->limits.max_body_bytes == 0)
+		cfg->limits.max_body_bytes = 64 * 1024;
+	if (cfg->limits.max_connections == 0)
+		cfg->limits.max_connections = 1024;
+	if (cfg->limits.per_ip_connections == 0)
+		cfg->limits.per_ip_connections = 64;
+	if (cfg->limits.header_timeout_ms == 0)
+		cfg->limits.header_timeout_ms = 10000;
+	if (cfg->limits.idle_timeout_s == 0)
+		cfg->limits.idle_timeout_s = 60;
 }
 
 /*
@@ -184,6 +242,13 @@ parse_object(struct kwd_config *cfg, json_t *obj, const char *prefix,
 				continue;
 			found = true;
 			snprintf(where, sizeof where, "%s%s", prefix, key);
+			if (fields[i].type == F_UINT) {
+				rv = set_uint(cfg, &fields[i], where, v, err,
+				    errlen);
+				if (rv != KW_OK)
+					return rv;
+				continue;
+			}
 			if (!json_is_string(v))
 				return fail(err, errlen,
 				    "%s: expected a string", where);
@@ -202,7 +267,7 @@ parse_object(struct kwd_config *cfg, json_t *obj, const char *prefix,
 			    shown(key, kbuf));
 	}
 	for (size_t i = 0; i < nfields; i++)
-		if (fields[i].required &&
+		if (fields[i].required && fields[i].type != F_UINT &&
 		    *(char **)((char *)cfg + fields[i].off) == NULL)
 			return fail(err, errlen, "%s%s: required", prefix,
 			    fields[i].name);
@@ -253,9 +318,11 @@ int
 kwd_config_parse(const char *buf, size_t len, struct kwd_config **ret_config,
     char *err, size_t errlen)
 {
-	static const char *const top_known[] = {"tls", "pkcs11", NULL};
+	static const char *const top_known[] = {"tls", "pkcs11", "limits",
+	    NULL};
 	static const char *const p11_known[] = {"env", NULL};
 	struct kwd_config *cfg = NULL;
+	char kbuf[64];
 	json_error_t je;
 	json_t *root = NULL, *o;
 	int rv;
@@ -265,8 +332,9 @@ kwd_config_parse(const char *buf, size_t len, struct kwd_config **ret_config,
 		    KWD_CONFIG_MAX_BYTES);
 	root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
 	if (root == NULL) {
+		/* jansson quotes the input in its text: defang it. */
 		rv = fail(err, errlen, "line %d column %d: %s", je.line,
-		    je.column, je.text);
+		    je.column, shown(je.text, kbuf));
 		goto out;
 	}
 	if (!json_is_object(root)) {
@@ -290,6 +358,18 @@ kwd_config_parse(const char *buf, size_t len, struct kwd_config **ret_config,
 		}
 		rv = parse_object(cfg, o, "tls.", tls_fields,
 		    sizeof tls_fields / sizeof tls_fields[0], NULL, err,
+		    errlen);
+		if (rv != KW_OK)
+			goto out;
+	}
+	o = json_object_get(root, "limits");
+	if (o != NULL) {
+		if (!json_is_object(o)) {
+			rv = fail(err, errlen, "limits: expected an object");
+			goto out;
+		}
+		rv = parse_object(cfg, o, "limits.", limit_fields,
+		    sizeof limit_fields / sizeof limit_fields[0], NULL, err,
 		    errlen);
 		if (rv != KW_OK)
 			goto out;
@@ -324,6 +404,7 @@ kwd_config_parse(const char *buf, size_t len, struct kwd_config **ret_config,
 		if (rv != KW_OK)
 			goto out;
 	}
+	set_defaults(cfg);
 	*ret_config = cfg;
 	cfg = NULL;
 	rv = KW_OK;
@@ -395,6 +476,9 @@ kwd_config_free(struct kwd_config *cfg)
 	free(cfg->database);
 	free(cfg->policy);
 	free(cfg->audit_log);
+	free(cfg->front_user);
+	free(cfg->keeper_user);
+	free(cfg->front_chroot);
 	free(cfg);
 }
 

@@ -31,6 +31,18 @@ struct kwd_config {
 	char *database;
 	char *policy;
 	char *audit_log;
+	char *front_user; /* NULL: keep the current user */
+	char *keeper_user; /* NULL: keep the current user */
+	char *front_chroot; /* NULL: no chroot (not root) */
+	unsigned long workers; /* keeper workers = front threads */
+	unsigned long audit_sync_ms; /* 0: fdatasync every record */
+	struct {
+		unsigned long max_body_bytes;
+		unsigned long max_connections;
+		unsigned long per_ip_connections;
+		unsigned long header_timeout_ms; /* absolute, per request */
+		unsigned long idle_timeout_s; /* keep-alive inactivity */
+	} limits;
 };
 
 /*

@@ -1,0 +1,1189 @@
+/*
+ * keeper.c: the key-holding process.
+ *
+ * One worker thread per channel from the front, each with its own PKCS#11
+ * session. A request is validated by the message table (msg.c), then
+ * authorized here against the policy (default deny), then executed, then
+ * audited, then answered: no answer leaves before its audit record is
+ * written. The store is serialized by one mutex (key administration is
+ * rare; data-key traffic reads it once per request).
+ *
+ * SPDX-License-Identifier: Apache-2.0
+ */
+#include "keeper.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "audit.h"
+#include "blob.h"
+#include "log.h"
+#include "msg.h"
+#include "p11.h"
+#include "policy.h"
+#include "sandbox.h"
+#include "secret.h"
+#include "store.h"
+
+#define HSM_RETRY_MS 1000
+#define RECV_TICK_MS 100
+
+/* Latency buckets for HSM operations, seconds. */
+static const double hsm_buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+    0.005, 0.01, 0.1, 1};
+#define NBUCKETS (sizeof hsm_buckets / sizeof hsm_buckets[0])
+
+struct keeper {
+	const struct kwd_config *cfg;
+
+	pthread_rwlock_t policy_lock;
+	struct kwd_policy *policy;
+
+	pthread_mutex_t store_lock;
+	struct kwd_store *store;
+
+	struct kwd_audit *audit; /* NULL: could not be opened */
+	char audit_open_reason[160];
+
+	pthread_mutex_t p11_lock;
+	struct kwd_p11 *p11; /* NULL until the HSM could be opened */
+	int p11_fatal; /* KW_ERR_HSM_PIN etc.: no more retries */
+	struct timespec p11_next;
+
+	_Atomic bool stop;
+	_Atomic uint64_t requests_ok, requests_denied, requests_failed;
+	_Atomic uint64_t hsm_ops, hsm_errors;
+	_Atomic uint64_t hsm_hist[NBUCKETS + 1];
+	_Atomic uint64_t hsm_sum_ns;
+};
+
+struct worker {
+	struct keeper *k;
+	int fd;
+	struct kwd_p11_worker *w;
+	pthread_t thread;
+	unsigned char in[KWD_MSG_MAX];
+	struct kwd_msg msg;
+	struct kwd_msgbuf out;
+};
+
+/* A request's context, copied out of the frame as C strings. */
+struct ctx {
+	size_t n;
+	char keys[KWD_CTX_MAX_PAIRS][129];
+	char vals[KWD_CTX_MAX_PAIRS][257];
+	struct kwd_ctx_pair pairs[KWD_CTX_MAX_PAIRS];
+};
+
+static uint64_t
+now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void
+hsm_observe(struct keeper *k, uint64_t t0, int rv)
+{
+	uint64_t d = now_ns() - t0;
+	double s = (double)d / 1e9;
+	size_t i;
+
+	atomic_fetch_add(&k->hsm_ops, 1);
+	if (rv != KW_OK && rv != KW_ERR_AUTH)
+		atomic_fetch_add(&k->hsm_errors, 1);
+	for (i = 0; i < NBUCKETS && s > hsm_buckets[i]; i++)
+		;
+	atomic_fetch_add(&k->hsm_hist[i], 1);
+	atomic_fetch_add(&k->hsm_sum_ns, d);
+}
+
+/* The HTTP status an error becomes at the front, for the audit record. */
+static int
+http_status(int err)
+{
+	switch (err) {
+	case KW_OK:
+		return 200;
+	case KW_ERR_INVALID:
+	case KW_ERR_AUTH:
+		return 400;
+	case KW_ERR_DENIED:
+		return 403;
+	case KW_ERR_NOT_FOUND:
+		return 404;
+	case KW_ERR_EXISTS:
+		return 409;
+	case KW_ERR_TOO_LARGE:
+		return 413;
+	case KW_ERR_UNAVAILABLE:
+	case KW_ERR_HSM_DOWN:
+	case KW_ERR_HSM_PIN:
+	case KW_ERR_RANDOM:
+	case KW_ERR_TIMEOUT:
+		return 503;
+	default:
+		return 500;
+	}
+}
+
+/* ---- the HSM, opened lazily so that an HSM down at start is survived ---- */
+
+static struct kwd_p11 *
+keeper_p11(struct keeper *k, int *ret_err)
+{
+	struct kwd_p11 *p;
+	struct timespec now;
+	int rv;
+
+	pthread_mutex_lock(&k->p11_lock);
+	p = k->p11;
+	if (p != NULL || k->p11_fatal != KW_OK)
+		goto out;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec < k->p11_next.tv_sec ||
+	    (now.tv_sec == k->p11_next.tv_sec &&
+	        now.tv_nsec < k->p11_next.tv_nsec))
+		goto out;
+	rv = kwd_p11_open(&k->cfg->p11, &k->p11);
+	if (rv == KW_OK) {
+		p = k->p11;
+		goto out;
+	}
+	if (rv == KW_ERR_HSM_PIN || rv == KW_ERR_CONFIG ||
+	    rv == KW_ERR_HSM_MODULE)
+		k->p11_fatal = rv;
+	k->p11_next = now;
+	k->p11_next.tv_sec += HSM_RETRY_MS / 1000;
+out:
+	*ret_err = p != NULL        ? KW_OK
+	    : k->p11_fatal != KW_OK ? k->p11_fatal
+	                            : KW_ERR_HSM_DOWN;
+	pthread_mutex_unlock(&k->p11_lock);
+	return p;
+}
+
+static int
+worker_p11(struct worker *wk)
+{
+	struct kwd_p11 *p;
+	int rv;
+
+	if (wk->w != NULL)
+		return KW_OK;
+	p = keeper_p11(wk->k, &rv);
+	if (p == NULL)
+		return rv;
+	return kwd_p11_worker_new(p, &wk->w);
+}
+
+/*
+ * Finish what a crash interrupted: a PENDING version whose HSM object
+ * exists with the recorded CKA_ID was created; commit it. One without its
+ * object never existed; abandon it. Nothing is destroyed in the HSM.
+ */
+static int
+reconcile(struct keeper *k, struct kwd_p11_worker *w)
+{
+	struct kwd_pending *pend = NULL;
+	size_t n = 0;
+	int rv;
+
+	rv = kwd_store_pending(k->store, &pend, &n);
+	if (rv != KW_OK)
+		return rv;
+	for (size_t i = 0; i < n && rv == KW_OK; i++) {
+		struct kwd_p11_object *objs = NULL;
+		size_t no = 0;
+		bool found = false;
+
+		rv = kwd_p11_list(w, KWD_P11_KEK, pend[i].name, &objs, &no);
+		if (rv != KW_OK)
+			break;
+		for (size_t j = 0; j < no; j++)
+			if (strcmp(objs[j].name, pend[i].name) == 0 &&
+			    objs[j].version == pend[i].version &&
+			    objs[j].id_len == KWD_STORE_ID_LEN &&
+			    memcmp(objs[j].id, pend[i].ckaid,
+			        KWD_STORE_ID_LEN) == 0)
+				found = true;
+		free(objs);
+		if (found)
+			rv = kwd_store_version_commit(k->store, pend[i].name,
+			    pend[i].version);
+		else
+			rv = kwd_store_version_abandon(k->store, pend[i].name,
+			    pend[i].version);
+		kw_log(KW_LOG_WARN, "keeper.reconcile",
+		    found ? "completed a key version interrupted by a crash"
+		          : "dropped a key version interrupted by a crash "
+		            "before its HSM object existed",
+		    KW_F("key", pend[i].name), KW_F("version", pend[i].version),
+		    KW_F("error", kw_error_name(rv)));
+	}
+	free(pend);
+	return rv;
+}
+
+/* ---- helpers for requests ---- */
+
+static void
+reply_error(struct worker *wk, uint64_t rid, int err, const char *message)
+{
+	kwd_msg_begin(&wk->out, KWD_MSG_R_ERROR, rid);
+	kwd_msg_put_u32(&wk->out, KWD_TAG_STATUS, (uint32_t)-err);
+	kwd_msg_put_str(&wk->out, KWD_TAG_MESSAGE, message);
+}
+
+static const char *
+error_message(int err)
+{
+	switch (err) {
+	case KW_ERR_DENIED:
+		return "not permitted: the policy does not grant this "
+		       "operation on this key for this context";
+	case KW_ERR_NOT_FOUND:
+		return "no such key";
+	case KW_ERR_EXISTS:
+		return "a key with this name exists already";
+	case KW_ERR_AUTH:
+		return "decryption failed: the wrapped key does not match "
+		       "this key, version or context";
+	case KW_ERR_INVALID:
+		return "invalid request";
+	case KW_ERR_HSM_DOWN:
+	case KW_ERR_HSM_PIN:
+	case KW_ERR_UNAVAILABLE:
+	case KW_ERR_RANDOM:
+	case KW_ERR_TIMEOUT:
+		return "temporarily unavailable: retry later";
+	default:
+		return "internal error: report the request id";
+	}
+}
+
+static bool
+read_ctx(const struct kwd_msg *m, struct ctx *c)
+{
+	c->n = kwd_msg_count(m, KWD_TAG_CTX_KEY);
+	if (c->n > KWD_CTX_MAX_PAIRS ||
+	    c->n != kwd_msg_count(m, KWD_TAG_CTX_VAL))
+		return false;
+	for (size_t i = 0; i < c->n; i++) {
+		if (!kwd_msg_str(m, KWD_TAG_CTX_KEY, i, c->keys[i],
+		        sizeof c->keys[i]) ||
+		    !kwd_msg_str(m, KWD_TAG_CTX_VAL, i, c->vals[i],
+		        sizeof c->vals[i]))
+			return false;
+		c->pairs[i].key = c->keys[i];
+		c->pairs[i].value = c->vals[i];
+	}
+	return true;
+}
+
+static enum kwd_policy_op
+policy_op(uint16_t type)
+{
+	switch (type) {
+	case KWD_MSG_KEY_CREATE:
+		return KWD_OP_ADMIN_CREATE;
+	case KWD_MSG_KEY_LIST:
+		return KWD_OP_ADMIN_LIST;
+	case KWD_MSG_KEY_SHOW:
+		return KWD_OP_ADMIN_READ;
+	case KWD_MSG_KEY_ROTATE:
+		return KWD_OP_ADMIN_ROTATE;
+	case KWD_MSG_KEY_PATCH:
+		return KWD_OP_ADMIN_PATCH;
+	case KWD_MSG_DATAKEY:
+		return KWD_OP_DATAKEY;
+	case KWD_MSG_DECRYPT:
+		return KWD_OP_DECRYPT;
+	default:
+		return KWD_OP_REWRAP;
+	}
+}
+
+static bool
+allowed(struct keeper *k, const char *identity, enum kwd_policy_op op,
+    const char *resource, const struct ctx *c, char *reason, size_t len)
+{
+	bool ok;
+
+	pthread_rwlock_rdlock(&k->policy_lock);
+	ok = kwd_policy_check(k->policy, identity, op, resource,
+	    c ? c->pairs : NULL, c ? c->n : 0, reason, len);
+	pthread_rwlock_unlock(&k->policy_lock);
+	return ok;
+}
+
+static bool
+audit_ok(struct keeper *k)
+{
+	return k->audit != NULL && kwd_audit_ok(k->audit, NULL, 0);
+}
+
+static void
+put_key(struct kwd_msgbuf *b, const struct kwd_key *key)
+{
+	kwd_msg_put_str(b, KWD_TAG_KEY, key->name);
+	kwd_msg_put_u32(b, KWD_TAG_MIN_DECRYPT, key->min_decrypt_version);
+	kwd_msg_put_u64(b, KWD_TAG_CREATED, key->created);
+	kwd_msg_put_u64(b, KWD_TAG_ROTATION, key->rotation_period);
+	kwd_msg_put_u32(b, KWD_TAG_VERSION, key->active);
+	for (size_t i = 0; i < key->nversions; i++) {
+		unsigned char rec[13];
+		const struct kwd_key_version *v = &key->versions[i];
+
+		for (int j = 0; j < 4; j++)
+			rec[j] = (unsigned char)(v->version >> (24 - 8 * j));
+		rec[4] = (unsigned char)v->state;
+		for (int j = 0; j < 8; j++)
+			rec[5 + j] =
+			    (unsigned char)(v->created >> (56 - 8 * j));
+		kwd_msg_put(b, KWD_TAG_VERREC, rec, sizeof rec);
+	}
+}
+
+/* ---- key administration ---- */
+
+static int
+key_reply(struct worker *wk, uint64_t rid, const char *name)
+{
+	struct kwd_key *key = malloc(sizeof *key);
+	int rv;
+
+	if (key == NULL)
+		return KW_ERR_NOMEM;
+	pthread_mutex_lock(&wk->k->store_lock);
+	rv = kwd_store_key_get(wk->k->store, name, key);
+	pthread_mutex_unlock(&wk->k->store_lock);
+	if (rv == KW_OK) {
+		kwd_msg_begin(&wk->out, KWD_MSG_R_KEY, rid);
+		put_key(&wk->out, key);
+	}
+	free(key);
+	return rv;
+}
+
+/*
+ * Create or rotate: the two-phase protocol of store.h around the HSM
+ * object. The store lock is held throughout so that two rotations of one
+ * key cannot interleave.
+ */
+static int
+new_version(struct worker *wk, const char *name, bool create, uint64_t rotation,
+    char *reason, size_t rlen)
+{
+	struct keeper *k = wk->k;
+	unsigned char ckaid[KWD_STORE_ID_LEN];
+	uint32_t version;
+	uint64_t t0;
+	int rv, rv2;
+
+	rv = worker_p11(wk);
+	if (rv != KW_OK) {
+		snprintf(reason, rlen, "HSM unavailable");
+		return rv;
+	}
+	pthread_mutex_lock(&k->store_lock);
+	rv = kwd_store_version_begin(k->store, name, create, rotation, &version,
+	    ckaid);
+	if (rv != KW_OK) {
+		snprintf(reason, rlen, "store: %s", kw_error_name(rv));
+		goto out;
+	}
+	t0 = now_ns();
+	rv = kwd_p11_kek_generate(wk->w, name, version, ckaid, NULL);
+	hsm_observe(k, t0, rv);
+	if (rv != KW_OK) {
+		/* The object may or may not exist (an error after the HSM
+		 * created it): a PENDING row left in place would be settled
+		 * by the next start; settle it now while we know. */
+		snprintf(reason, rlen, "HSM key generation: %s",
+		    kw_error_name(rv));
+		if (rv == KW_ERR_EXISTS) {
+			kw_log(KW_LOG_ERR, "keeper.orphan",
+			    "the HSM holds an object for this key version "
+			    "that the store does not know (restored "
+			    "database?); resolve it by hand",
+			    KW_F("key", name), KW_F("version", version));
+			rv = KW_ERR_INTERNAL;
+		}
+		rv2 = kwd_store_version_abandon(k->store, name, version);
+		if (rv2 != KW_OK)
+			kw_log(KW_LOG_ERR, "keeper.abandon",
+			    "a pending key version stays until restart",
+			    KW_F("key", name),
+			    KW_F("error", kw_error_name(rv2)));
+		goto out;
+	}
+	rv = kwd_store_version_commit(k->store, name, version);
+	if (rv != KW_OK)
+		snprintf(reason, rlen, "store commit: %s", kw_error_name(rv));
+	else
+		snprintf(reason, rlen, "version %u active", version);
+out:
+	pthread_mutex_unlock(&k->store_lock);
+	return rv;
+}
+
+static int
+do_key_list(struct worker *wk, uint64_t rid, const char *identity)
+{
+	struct kwd_key_summary *list = NULL;
+	size_t n = 0;
+	char why[256];
+	int rv;
+
+	pthread_mutex_lock(&wk->k->store_lock);
+	rv = kwd_store_key_list(wk->k->store, &list, &n);
+	pthread_mutex_unlock(&wk->k->store_lock);
+	if (rv != KW_OK)
+		return rv;
+	kwd_msg_begin(&wk->out, KWD_MSG_R_KEY_LIST, rid);
+	/* Only the keys this caller may list: the others stay unseen. */
+	for (size_t i = 0; i < n && i < 1000; i++) {
+		if (!allowed(wk->k, identity, KWD_OP_ADMIN_LIST, list[i].name,
+		        NULL, why, sizeof why))
+			continue;
+		kwd_msg_put_str(&wk->out, KWD_TAG_KEY, list[i].name);
+		kwd_msg_put_u32(&wk->out, KWD_TAG_VERSION, list[i].active);
+	}
+	free(list);
+	return KW_OK;
+}
+
+/* ---- data keys ---- */
+
+/* The key and version a request may use, checked against the store. */
+static int
+usable_version(struct keeper *k, const char *name, uint32_t want, bool for_wrap,
+    uint32_t *ret_version, char *reason, size_t rlen)
+{
+	struct kwd_key *key = malloc(sizeof *key);
+	int rv;
+
+	if (key == NULL)
+		return KW_ERR_NOMEM;
+	pthread_mutex_lock(&k->store_lock);
+	rv = kwd_store_key_get(k->store, name, key);
+	pthread_mutex_unlock(&k->store_lock);
+	if (rv != KW_OK) {
+		snprintf(reason, rlen, "no such key");
+		goto out;
+	}
+	if (for_wrap) {
+		if (key->active == 0) {
+			snprintf(reason, rlen, "no active version");
+			rv = KW_ERR_UNAVAILABLE;
+			goto out;
+		}
+		*ret_version = key->active;
+		goto out;
+	}
+	rv = KW_ERR_DENIED;
+	snprintf(reason, rlen, "version %u unknown", want);
+	for (size_t i = 0; i < key->nversions; i++) {
+		const struct kwd_key_version *v = &key->versions[i];
+
+		if (v->version != want)
+			continue;
+		if (want < key->min_decrypt_version)
+			snprintf(reason, rlen,
+			    "version %u is below min_decrypt_version %u", want,
+			    key->min_decrypt_version);
+		else if (v->state != KWD_KEY_ACTIVE &&
+		    v->state != KWD_KEY_DECRYPT_ONLY)
+			snprintf(reason, rlen, "version %u is %s", want,
+			    kwd_key_state_name(v->state));
+		else
+			rv = KW_OK;
+	}
+	if (rv == KW_OK) {
+		snprintf(reason, rlen, "version %u", want);
+		*ret_version = want;
+	}
+out:
+	free(key);
+	return rv;
+}
+
+/* Wrap a fresh or given DEK under name's active version. */
+static int
+wrap(struct worker *wk, const char *name, uint32_t version, const struct ctx *c,
+    const unsigned char dek[32], unsigned char *blob, size_t *ret_bloblen)
+{
+	unsigned char aad[1024], ct[48];
+	struct kwd_blob b;
+	size_t aadlen, ctlen;
+	uint64_t t0;
+	int rv;
+
+	memset(&b, 0, sizeof b);
+	b.alg = 1;
+	snprintf(b.key, sizeof b.key, "%s", name);
+	b.version = version;
+	rv = kwd_blob_aad(&b, c->pairs, c->n, aad, sizeof aad, &aadlen);
+	if (rv != KW_OK)
+		return rv;
+	t0 = now_ns();
+	rv = kwd_p11_gcm_seal(wk->w, name, version, aad, aadlen, dek, 32,
+	    b.nonce, ct, sizeof ct, &ctlen);
+	hsm_observe(wk->k, t0, rv);
+	if (rv != KW_OK)
+		return rv;
+	b.ct = ct;
+	b.ctlen = ctlen;
+	return kwd_blob_encode(&b, blob, KWD_BLOB_MAX, ret_bloblen);
+}
+
+static int
+unwrap(struct worker *wk, const char *name, const struct ctx *c,
+    const struct kwd_field *blobf, struct kw_secret **ret_dek, char *reason,
+    size_t rlen)
+{
+	unsigned char aad[1024];
+	struct kwd_blob b;
+	size_t aadlen;
+	uint32_t version;
+	uint64_t t0;
+	int rv;
+
+	rv = kwd_blob_parse(blobf->p, blobf->len, &b);
+	if (rv != KW_OK) {
+		snprintf(reason, rlen, "wrapped key malformed");
+		return KW_ERR_AUTH;
+	}
+	/* A blob of another key is refused before the HSM is asked. */
+	if (strcmp(b.key, name) != 0) {
+		snprintf(reason, rlen, "wrapped key belongs to another key");
+		return KW_ERR_AUTH;
+	}
+	rv = usable_version(wk->k, name, b.version, false, &version, reason,
+	    rlen);
+	if (rv != KW_OK)
+		return rv;
+	rv = kwd_blob_aad(&b, c->pairs, c->n, aad, sizeof aad, &aadlen);
+	if (rv != KW_OK)
+		return rv;
+	t0 = now_ns();
+	rv = kwd_p11_gcm_open(wk->w, name, version, aad, aadlen, b.nonce, b.ct,
+	    b.ctlen, ret_dek);
+	hsm_observe(wk->k, t0, rv);
+	if (rv == KW_ERR_AUTH)
+		snprintf(reason, rlen,
+		    "authentication failed (context, key "
+		    "or data do not match)");
+	else if (rv != KW_OK)
+		snprintf(reason, rlen, "HSM: %s", kw_error_name(rv));
+	else if (kw_secret_len(*ret_dek) != 32) {
+		kw_secret_free(*ret_dek);
+		*ret_dek = NULL;
+		snprintf(reason, rlen, "unwrapped key has the wrong size");
+		rv = KW_ERR_AUTH;
+	}
+	return rv;
+}
+
+static int
+do_datakey(struct worker *wk, uint64_t rid, const char *name,
+    const struct ctx *c, bool plaintext, char *reason, size_t rlen)
+{
+	struct kw_secret *dek = NULL;
+	unsigned char blob[KWD_BLOB_MAX];
+	size_t bloblen;
+	uint32_t version;
+	uint64_t t0;
+	int rv;
+
+	rv = usable_version(wk->k, name, 0, true, &version, reason, rlen);
+	if (rv != KW_OK)
+		return rv;
+	rv = kw_secret_new(32, &dek);
+	if (rv != KW_OK)
+		return rv;
+	t0 = now_ns();
+	rv = kwd_p11_random(wk->w, kw_secret_data(dek), 32);
+	hsm_observe(wk->k, t0, rv);
+	if (rv != KW_OK) {
+		/* Never a zero or partial key: no key at all. */
+		snprintf(reason, rlen, "HSM random: %s", kw_error_name(rv));
+		rv = rv == KW_ERR_HSM ? KW_ERR_RANDOM : rv;
+		goto out;
+	}
+	rv = wrap(wk, name, version, c, kw_secret_data(dek), blob, &bloblen);
+	if (rv != KW_OK) {
+		snprintf(reason, rlen, "HSM wrap: %s", kw_error_name(rv));
+		goto out;
+	}
+	kwd_msg_begin(&wk->out, KWD_MSG_R_DATAKEY, rid);
+	kwd_msg_put_str(&wk->out, KWD_TAG_KEY, name);
+	kwd_msg_put_u32(&wk->out, KWD_TAG_VERSION, version);
+	kwd_msg_put(&wk->out, KWD_TAG_BLOB, blob, bloblen);
+	if (plaintext)
+		kwd_msg_put(&wk->out, KWD_TAG_DEK, kw_secret_data(dek), 32);
+	snprintf(reason, rlen, "version %u", version);
+out:
+	kw_secret_free(dek);
+	return rv;
+}
+
+static int
+do_unwrap(struct worker *wk, uint64_t rid, uint16_t type, const char *name,
+    const struct ctx *c, const struct kwd_field *blobf, char *reason,
+    size_t rlen)
+{
+	struct kw_secret *dek = NULL;
+	unsigned char blob[KWD_BLOB_MAX];
+	size_t bloblen;
+	uint32_t version;
+	int rv;
+
+	rv = unwrap(wk, name, c, blobf, &dek, reason, rlen);
+	if (rv != KW_OK)
+		return rv;
+	if (type == KWD_MSG_DECRYPT) {
+		kwd_msg_begin(&wk->out, KWD_MSG_R_DECRYPT, rid);
+		kwd_msg_put(&wk->out, KWD_TAG_DEK, kw_secret_data(dek), 32);
+		goto out;
+	}
+	/* Rewrap: the same DEK under the active version; no plaintext out. */
+	rv = usable_version(wk->k, name, 0, true, &version, reason, rlen);
+	if (rv == KW_OK)
+		rv = wrap(wk, name, version, c, kw_secret_data(dek), blob,
+		    &bloblen);
+	if (rv != KW_OK)
+		goto out;
+	kwd_msg_begin(&wk->out, KWD_MSG_R_REWRAP, rid);
+	kwd_msg_put_str(&wk->out, KWD_TAG_KEY, name);
+	kwd_msg_put_u32(&wk->out, KWD_TAG_VERSION, version);
+	kwd_msg_put(&wk->out, KWD_TAG_BLOB, blob, bloblen);
+	snprintf(reason, rlen, "rewrapped to version %u", version);
+out:
+	kw_secret_free(dek);
+	return rv;
+}
+
+/* ---- health, stats, audit events ---- */
+
+static void
+do_health(struct worker *wk, uint64_t rid)
+{
+	struct keeper *k = wk->k;
+	char reason[200] = "";
+	bool hsm = false, aud;
+	int err;
+
+	if (keeper_p11(k, &err) != NULL)
+		hsm = kwd_p11_healthy(k->p11);
+	aud = k->audit != NULL && kwd_audit_ok(k->audit, reason, sizeof reason);
+	if (k->audit == NULL)
+		snprintf(reason, sizeof reason, "audit log: %s",
+		    k->audit_open_reason);
+	if (!hsm && reason[0] == '\0')
+		snprintf(reason, sizeof reason, "HSM: %s",
+		    kw_strerror(err != KW_OK ? err : KW_ERR_HSM_DOWN));
+	kwd_msg_begin(&wk->out, KWD_MSG_R_HEALTH, rid);
+	kwd_msg_put_u8(&wk->out, KWD_TAG_HSM_OK, hsm);
+	kwd_msg_put_u8(&wk->out, KWD_TAG_AUDIT_OK, aud);
+	if (reason[0] != '\0')
+		kwd_msg_put_str(&wk->out, KWD_TAG_REASON, reason);
+}
+
+static void
+do_stats(struct worker *wk, uint64_t rid)
+{
+	struct keeper *k = wk->k;
+	char text[4096];
+	size_t off = 0;
+	uint64_t cum = 0;
+	int err;
+
+#define OUT(...)                                                               \
+	do {                                                                   \
+		int n_ = snprintf(text + off, sizeof text - off, __VA_ARGS__); \
+		if (n_ > 0 && (size_t)n_ < sizeof text - off)                  \
+			off += (size_t)n_;                                     \
+	} while (0)
+	OUT("# TYPE keyward_keeper_requests_total counter\n");
+	OUT("keyward_keeper_requests_total{result=\"ok\"} %llu\n",
+	    (unsigned long long)atomic_load(&k->requests_ok));
+	OUT("keyward_keeper_requests_total{result=\"denied\"} %llu\n",
+	    (unsigned long long)atomic_load(&k->requests_denied));
+	OUT("keyward_keeper_requests_total{result=\"failed\"} %llu\n",
+	    (unsigned long long)atomic_load(&k->requests_failed));
+	OUT("# TYPE keyward_hsm_errors_total counter\n");
+	OUT("keyward_hsm_errors_total %llu\n",
+	    (unsigned long long)atomic_load(&k->hsm_errors));
+	OUT("# TYPE keyward_hsm_operation_seconds histogram\n");
+	for (size_t i = 0; i <= NBUCKETS; i++) {
+		cum += atomic_load(&k->hsm_hist[i]);
+		if (i < NBUCKETS)
+			OUT("keyward_hsm_operation_seconds_bucket{le=\"%g\"} "
+			    "%llu\n",
+			    hsm_buckets[i], (unsigned long long)cum);
+		else
+			OUT("keyward_hsm_operation_seconds_bucket{le=\"+Inf\"} "
+			    "%llu\n",
+			    (unsigned long long)cum);
+	}
+	OUT("keyward_hsm_operation_seconds_sum %.6f\n",
+	    (double)atomic_load(&k->hsm_sum_ns) / 1e9);
+	OUT("keyward_hsm_operation_seconds_count %llu\n",
+	    (unsigned long long)atomic_load(&k->hsm_ops));
+	OUT("# TYPE keyward_hsm_up gauge\nkeyward_hsm_up %d\n",
+	    keeper_p11(k, &err) != NULL && kwd_p11_healthy(k->p11));
+	OUT("# TYPE keyward_audit_ok gauge\nkeyward_audit_ok %d\n",
+	    audit_ok(k));
+#undef OUT
+	kwd_msg_begin(&wk->out, KWD_MSG_R_STATS, rid);
+	kwd_msg_put(&wk->out, KWD_TAG_TEXT, text, off);
+}
+
+static void
+audit_event(struct worker *wk, const struct kwd_msg *m)
+{
+	char identity[256], op[65], resource[256], outcome[33], reason[513],
+	    remote[65];
+	struct kwd_audit_rec rec;
+	uint32_t status = 0;
+	uint64_t lat = 0;
+
+	memset(&rec, 0, sizeof rec);
+	rec.rid = m->rid;
+	rec.identity =
+	    kwd_msg_str(m, KWD_TAG_IDENTITY, 0, identity, sizeof identity)
+	    ? identity
+	    : NULL;
+	rec.op = kwd_msg_str(m, KWD_TAG_OP, 0, op, sizeof op) ? op : "?";
+	rec.resource =
+	    kwd_msg_str(m, KWD_TAG_RESOURCE, 0, resource, sizeof resource)
+	    ? resource
+	    : NULL;
+	rec.outcome =
+	    kwd_msg_str(m, KWD_TAG_OUTCOME, 0, outcome, sizeof outcome)
+	    ? outcome
+	    : "rejected";
+	rec.reason = kwd_msg_str(m, KWD_TAG_REASON, 0, reason, sizeof reason)
+	    ? reason
+	    : "";
+	rec.remote = kwd_msg_str(m, KWD_TAG_REMOTE, 0, remote, sizeof remote)
+	    ? remote
+	    : NULL;
+	kwd_msg_u32(m, KWD_TAG_STATUS, &status);
+	kwd_msg_u64(m, KWD_TAG_LATENCY_US, &lat);
+	rec.status = (int)status;
+	rec.latency_us = lat;
+	if (wk->k->audit == NULL ||
+	    kwd_audit_write(wk->k->audit, &rec) != KW_OK)
+		kw_log(KW_LOG_ERR, "audit.lost",
+		    "a front rejection could not be audited", );
+	kwd_msg_begin(&wk->out, KWD_MSG_R_OK, m->rid);
+}
+
+/* ---- dispatch ---- */
+
+static const char *
+op_name(uint16_t type)
+{
+	return kwd_policy_op_name(policy_op(type));
+}
+
+/*
+ * One request: authorize, execute, audit, build the answer in wk->out.
+ * Returns false only when the answer could not be built (a bug).
+ */
+static void
+handle(struct worker *wk)
+{
+	struct keeper *k = wk->k;
+	const struct kwd_msg *m = &wk->msg;
+	struct ctx *c = NULL, cbuf;
+	char identity[256], name[64] = "", remote[65], reason[512] = "";
+	struct kwd_audit_rec rec;
+	enum kwd_policy_op op;
+	uint64_t t0 = now_ns(), rot = 0;
+	uint8_t plain = 1;
+	int rv;
+
+	switch (m->type) {
+	case KWD_MSG_HEALTH:
+		do_health(wk, m->rid);
+		return;
+	case KWD_MSG_STATS:
+		do_stats(wk, m->rid);
+		return;
+	case KWD_MSG_AUDIT_EVENT:
+		audit_event(wk, m);
+		return;
+	default:
+		break;
+	}
+	if (!kwd_msg_str(m, KWD_TAG_IDENTITY, 0, identity, sizeof identity)) {
+		reply_error(wk, m->rid, KW_ERR_INVALID,
+		    error_message(KW_ERR_INVALID));
+		return;
+	}
+	if (!kwd_msg_str(m, KWD_TAG_REMOTE, 0, remote, sizeof remote))
+		remote[0] = '\0';
+	kwd_msg_str(m, KWD_TAG_KEY, 0, name, sizeof name);
+	if (kwd_msg_count(m, KWD_TAG_CTX_KEY) > 0 ||
+	    m->type == KWD_MSG_DATAKEY || m->type == KWD_MSG_DECRYPT ||
+	    m->type == KWD_MSG_REWRAP) {
+		if (!read_ctx(m, &cbuf)) {
+			rv = KW_ERR_INVALID;
+			snprintf(reason, sizeof reason, "malformed context");
+			goto done;
+		}
+		c = &cbuf;
+	}
+	op = policy_op(m->type);
+	/* Authorization first: a caller without a grant learns nothing,
+	 * not even whether the key exists. A listing is filtered key by
+	 * key instead (do_key_list). */
+	if (m->type != KWD_MSG_KEY_LIST &&
+	    !allowed(k, identity, op, name, c, reason, sizeof reason)) {
+		rv = KW_ERR_DENIED;
+		goto done;
+	}
+	/* Fail closed: no key operation without a working audit log. */
+	if (!audit_ok(k)) {
+		rv = KW_ERR_UNAVAILABLE;
+		snprintf(reason, sizeof reason, "audit log unavailable");
+		goto done;
+	}
+	if (m->type != KWD_MSG_KEY_LIST && m->type != KWD_MSG_KEY_SHOW &&
+	    m->type != KWD_MSG_KEY_PATCH) {
+		rv = worker_p11(wk);
+		if (rv != KW_OK) {
+			snprintf(reason, sizeof reason, "HSM unavailable: %s",
+			    kw_error_name(rv));
+			goto done;
+		}
+	}
+	switch (m->type) {
+	case KWD_MSG_KEY_CREATE:
+		kwd_msg_u64(m, KWD_TAG_ROTATION, &rot);
+		rv = new_version(wk, name, true, rot, reason, sizeof reason);
+		if (rv == KW_OK)
+			rv = key_reply(wk, m->rid, name);
+		break;
+	case KWD_MSG_KEY_ROTATE:
+		rv = new_version(wk, name, false, 0, reason, sizeof reason);
+		if (rv == KW_OK)
+			rv = key_reply(wk, m->rid, name);
+		break;
+	case KWD_MSG_KEY_SHOW:
+		rv = key_reply(wk, m->rid, name);
+		break;
+	case KWD_MSG_KEY_LIST:
+		rv = do_key_list(wk, m->rid, identity);
+		break;
+	case KWD_MSG_KEY_PATCH: {
+		uint32_t mdv = 0, ver = 0;
+		uint8_t st = 0;
+		uint64_t rp = UINT64_MAX;
+
+		kwd_msg_u32(m, KWD_TAG_MIN_DECRYPT, &mdv);
+		kwd_msg_u32(m, KWD_TAG_VERSION, &ver);
+		kwd_msg_u8(m, KWD_TAG_STATE, &st);
+		kwd_msg_u64(m, KWD_TAG_ROTATION, &rp);
+		if ((st != 0) != (ver != 0)) {
+			rv = KW_ERR_INVALID;
+			break;
+		}
+		pthread_mutex_lock(&k->store_lock);
+		rv = kwd_store_key_patch(k->store, name, mdv, rp, ver,
+		    (enum kwd_key_state)st);
+		pthread_mutex_unlock(&k->store_lock);
+		if (rv == KW_OK)
+			rv = key_reply(wk, m->rid, name);
+		break;
+	}
+	case KWD_MSG_DATAKEY:
+		kwd_msg_u8(m, KWD_TAG_PLAINTEXT, &plain);
+		rv = do_datakey(wk, m->rid, name, c, plain != 0, reason,
+		    sizeof reason);
+		break;
+	case KWD_MSG_DECRYPT:
+	case KWD_MSG_REWRAP:
+		rv = do_unwrap(wk, m->rid, m->type, name, c,
+		    kwd_msg_get(m, KWD_TAG_BLOB, 0), reason, sizeof reason);
+		break;
+	default:
+		rv = KW_ERR_INVALID;
+		break;
+	}
+done:
+	if (reason[0] == '\0')
+		snprintf(reason, sizeof reason, "%s", kw_error_name(rv));
+	memset(&rec, 0, sizeof rec);
+	rec.rid = m->rid;
+	rec.identity = identity;
+	rec.op = op_name(m->type);
+	rec.resource = name[0] ? name : NULL;
+	rec.ctx = c ? c->pairs : NULL;
+	rec.nctx = c ? c->n : 0;
+	rec.outcome = rv == KW_OK ? "allowed"
+	    : rv == KW_ERR_DENIED ? "denied"
+	                          : "failed";
+	rec.reason = reason;
+	rec.status = http_status(rv);
+	rec.latency_us = (now_ns() - t0) / 1000;
+	rec.remote = remote[0] ? remote : NULL;
+	/* The record goes first: an answer whose record failed is an
+	 * error, and a DEK built for it is wiped unsent. */
+	if (k->audit == NULL || kwd_audit_write(k->audit, &rec) != KW_OK) {
+		kwd_msg_wipe(&wk->out);
+		rv = KW_ERR_UNAVAILABLE;
+		kw_log(KW_LOG_ERR, "keeper.audit_failed",
+		    "request refused: its audit record could not be written",
+		    KW_F("op", rec.op));
+	}
+	if (rv == KW_OK)
+		atomic_fetch_add(&k->requests_ok, 1);
+	else if (rv == KW_ERR_DENIED)
+		atomic_fetch_add(&k->requests_denied, 1);
+	else
+		atomic_fetch_add(&k->requests_failed, 1);
+	if (rv != KW_OK) {
+		kwd_msg_wipe(&wk->out);
+		reply_error(wk, m->rid, rv, error_message(rv));
+	}
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct worker *wk = arg;
+	struct keeper *k = wk->k;
+	size_t len;
+	int rv;
+
+	while (!atomic_load(&k->stop)) {
+		rv = kwd_ipc_recv(wk->fd, wk->in, &len, RECV_TICK_MS);
+		if (rv == KW_ERR_TIMEOUT) {
+			if (k->audit != NULL)
+				(void)!kwd_audit_sync(k->audit);
+			continue;
+		}
+		if (rv != KW_OK)
+			break;
+		rv = kwd_msg_decode(wk->in, len, KWD_FROM_FRONT, &wk->msg);
+		if (rv != KW_OK) {
+			/* The front is not trusted: a malformed message ends
+			 * this channel (the master restarts the front). */
+			kw_log(KW_LOG_ERR, "keeper.malformed",
+			    "malformed message from the front; closing its "
+			    "channel",
+			    KW_F("bytes", (unsigned long)len));
+			break;
+		}
+		handle(wk);
+		sodium_memzero(wk->in, len);
+		rv = kwd_msg_end(&wk->out);
+		if (rv != KW_OK) {
+			kw_log(KW_LOG_ERR, "keeper.reply",
+			    "could not build an answer",
+			    KW_F("type", kwd_msg_type_name(wk->msg.type)));
+			reply_error(wk, wk->msg.rid, KW_ERR_INTERNAL,
+			    error_message(KW_ERR_INTERNAL));
+			if (kwd_msg_end(&wk->out) != KW_OK)
+				break;
+		}
+		rv = kwd_ipc_send(wk->fd, &wk->out);
+		kwd_msg_wipe(&wk->out);
+		if (rv != KW_OK)
+			break;
+	}
+	close(wk->fd);
+	wk->fd = -1;
+	/* One channel gone means the front is gone or misbehaving. */
+	atomic_store(&k->stop, true);
+	return NULL;
+}
+
+static void
+reload_policy(struct keeper *k)
+{
+	struct kwd_policy *np = NULL, *old;
+	char err[256];
+	int rv;
+
+	rv = kwd_policy_load(k->cfg->policy, &np, err, sizeof err);
+	if (rv != KW_OK) {
+		kw_log(KW_LOG_ERR, "keeper.policy_reload",
+		    "new policy refused; the previous one stays",
+		    KW_F("path", k->cfg->policy), KW_F("error", err));
+		return;
+	}
+	pthread_rwlock_wrlock(&k->policy_lock);
+	old = k->policy;
+	k->policy = np;
+	pthread_rwlock_unlock(&k->policy_lock);
+	kwd_policy_free(old);
+	kw_log(KW_LOG_INFO, "keeper.policy_reload", "policy reloaded",
+	    KW_F("path", k->cfg->policy));
+}
+
+static int
+keeper_open(struct keeper *k, const struct kwd_config *cfg)
+{
+	char err[256];
+	int rv;
+
+	rv = kwd_policy_load(cfg->policy, &k->policy, err, sizeof err);
+	if (rv != KW_OK) {
+		kw_log(KW_LOG_ERR, "keeper.policy", "policy refused",
+		    KW_F("path", cfg->policy), KW_F("error", err));
+		return rv;
+	}
+	rv = kwd_store_open(cfg->database, &k->store);
+	if (rv != KW_OK) {
+		kw_log(KW_LOG_ERR, "keeper.store", "cannot open the store",
+		    KW_F("path", cfg->database),
+		    KW_F("error", kw_error_name(rv)));
+		return rv;
+	}
+	rv = kwd_audit_open(cfg->audit_log, (unsigned)cfg->audit_sync_ms,
+	    &k->audit);
+	if (rv != KW_OK) {
+		/* Serve health and refuse key operations (fail closed). */
+		snprintf(k->audit_open_reason, sizeof k->audit_open_reason,
+		    "cannot open %s: %s", cfg->audit_log, kw_strerror(rv));
+		kw_log(KW_LOG_ERR, "keeper.audit",
+		    "audit log unavailable; key operations are refused",
+		    KW_F("path", cfg->audit_log),
+		    KW_F("error", kw_error_name(rv)));
+		k->audit = NULL;
+	}
+	rv = kwd_config_apply_env(cfg);
+	if (rv != KW_OK)
+		return rv;
+	return KW_OK;
+}
+
+int
+kwd_keeper_run(const struct kwd_keeper_args *a)
+{
+	struct keeper k;
+	struct worker *wks = NULL;
+	struct kwd_p11_worker *w0 = NULL;
+	sigset_t set;
+	int sfd = -1, status = 1, rv, err;
+
+	memset(&k, 0, sizeof k);
+	k.cfg = a->cfg;
+	pthread_rwlock_init(&k.policy_lock, NULL);
+	pthread_mutex_init(&k.store_lock, NULL);
+	pthread_mutex_init(&k.p11_lock, NULL);
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	sfd = signalfd(-1, &set, SFD_CLOEXEC);
+	if (sfd < 0)
+		goto out;
+
+	if (kwd_sandbox_harden() != KW_OK ||
+	    kwd_sandbox_drop(a->cfg->keeper_user, NULL) != KW_OK)
+		goto out;
+	rv = kw_secure_init(0);
+	if (rv != KW_OK) {
+		kw_log(KW_LOG_ERR, "keeper.memlock", kw_strerror(rv), );
+		goto out;
+	}
+	if (keeper_open(&k, a->cfg) != KW_OK)
+		goto out;
+	if (kwd_sandbox_seccomp_keeper() != KW_OK) {
+		kw_log(KW_LOG_ERR, "keeper.seccomp",
+		    "cannot install the filter", );
+		goto out;
+	}
+	/* The HSM: open it now if it is there; if not, serve "unavailable"
+	 * and keep trying. Interrupted rotations are settled first. */
+	if (keeper_p11(&k, &err) != NULL &&
+	    kwd_p11_worker_new(k.p11, &w0) == KW_OK) {
+		rv = reconcile(&k, w0);
+		if (rv != KW_OK)
+			kw_log(KW_LOG_ERR, "keeper.reconcile",
+			    "could not settle interrupted key versions",
+			    KW_F("error", kw_error_name(rv)));
+		kwd_p11_worker_free(w0);
+	} else {
+		kw_log(KW_LOG_ERR, "keeper.hsm",
+		    "HSM not available at start; retrying",
+		    KW_F("error", kw_error_name(err)));
+	}
+
+	wks = calloc(a->nchan, sizeof *wks);
+	if (wks == NULL)
+		goto out;
+	for (size_t i = 0; i < a->nchan; i++) {
+		wks[i].k = &k;
+		wks[i].fd = a->chan[i];
+		if (pthread_create(&wks[i].thread, NULL, worker_main,
+		        &wks[i]) != 0) {
+			atomic_store(&k.stop, true);
+			for (size_t j = 0; j < i; j++)
+				pthread_join(wks[j].thread, NULL);
+			goto out;
+		}
+	}
+	if (a->ready_fd >= 0) {
+		(void)!write(a->ready_fd, "R", 1);
+		close(a->ready_fd);
+	}
+	kw_log(KW_LOG_INFO, "keeper.ready", "serving",
+	    KW_F("workers", (unsigned long)a->nchan));
+	while (!atomic_load(&k.stop)) {
+		struct pollfd pfd = {sfd, POLLIN, 0};
+		struct signalfd_siginfo si;
+
+		if (poll(&pfd, 1, 200) <= 0)
+			continue;
+		if (read(sfd, &si, sizeof si) != sizeof si)
+			continue;
+		if (si.ssi_signo == SIGHUP)
+			reload_policy(&k);
+		else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+			atomic_store(&k.stop, true);
+	}
+	for (size_t i = 0; i < a->nchan; i++)
+		pthread_join(wks[i].thread, NULL);
+	status = 0;
+out:
+	if (wks != NULL) {
+		for (size_t i = 0; i < a->nchan; i++)
+			kwd_p11_worker_free(wks[i].w);
+		free(wks);
+	}
+	if (k.audit != NULL) {
+		(void)!kwd_audit_sync(k.audit);
+		kwd_audit_free(k.audit);
+	}
+	kwd_p11_free(k.p11);
+	kwd_store_free(k.store);
+	kwd_policy_free(k.policy);
+	if (sfd >= 0)
+		close(sfd);
+	kw_log(KW_LOG_INFO, "keeper.exit", "keeper stopped",
+	    KW_F("status", status));
+	return status;
+}

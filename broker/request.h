@@ -1,0 +1,61 @@
+/*
+ * request.h: the JSON bodies of the HTTP API, validated against strict
+ * schemas before anything else looks at them. Used by the front only.
+ *
+ * Every parser: body at most max bytes, nesting depth checked before
+ * parsing (at most 4), duplicate keys refused, unknown fields refused,
+ * wrong types refused, names in canonical form (kw_name_valid), context a
+ * flat object of at most 32 string pairs (keys ^[a-z][a-z0-9_.-]{0,63}$,
+ * values printable UTF-8 without control bytes, at most 256 bytes),
+ * base64 strict (RFC 4648 section 4, padded, no whitespace). On
+ * KW_ERR_INVALID, err says which field and what is expected, in words fit
+ * for a client (no library text).
+ *
+ * SPDX-License-Identifier: Apache-2.0
+ */
+#ifndef KWD_REQUEST_H
+#define KWD_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "blob.h"
+#include "keyward.h"
+#include "policy.h"
+
+#define KWD_REQ_CTX_KEY_MAX 64
+#define KWD_REQ_CTX_VAL_MAX 256
+
+struct kwd_req {
+	char name[64];		  /* POST /v1/keys */
+	uint64_t rotation_period; /* UINT64_MAX: not given */
+	uint32_t min_decrypt_version; /* 0: not given */
+	uint32_t version;	      /* 0: not given */
+	int state;		      /* -1: not given; enum kwd_key_state */
+	size_t nctx;
+	char ctx_key[KWD_CTX_MAX_PAIRS][KWD_REQ_CTX_KEY_MAX + 1];
+	char ctx_val[KWD_CTX_MAX_PAIRS][KWD_REQ_CTX_VAL_MAX + 1];
+	unsigned char wrapped[KWD_BLOB_MAX];
+	size_t wrapped_len; /* 0: not given */
+};
+
+enum kwd_req_kind {
+	KWD_REQ_KEY_CREATE, /* {"name", "rotation_period"?} */
+	KWD_REQ_KEY_PATCH,  /* {"min_decrypt_version"?, "rotation_period"?,
+			       "version"?, "state"?}: at least one; state
+			       needs version; state is "decrypt-only" or
+			       "disabled" */
+	KWD_REQ_EMPTY,	    /* rotate: empty body or {} */
+	KWD_REQ_DATAKEY,    /* {"context"} */
+	KWD_REQ_UNWRAP,	    /* decrypt, rewrap: {"wrapped", "context"} */
+};
+
+KW_WUR int kwd_req_parse(enum kwd_req_kind kind, const char *body,
+    size_t len, struct kwd_req *ret_req, char *err, size_t errlen);
+
+/* kwd_req_ctx: the context as pairs pointing into req. */
+size_t kwd_req_ctx(const struct kwd_req *req,
+    struct kwd_ctx_pair pairs[KWD_CTX_MAX_PAIRS]);
+
+#endif /* KWD_REQUEST_H */
