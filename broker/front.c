@@ -1188,10 +1188,11 @@ fail:
  * needs no escaping, so nothing here needs JSON escaping.
  */
 static char *
-dek_json(const struct kwd_msg *m, bool with_key, size_t *ret_len)
+dek_json(const struct kwd_msg *m, bool with_key, bool want_dek, size_t *ret_len)
 {
 	const struct kwd_field *blob = kwd_msg_get(m, KWD_TAG_BLOB, 0);
-	const struct kwd_field *dek = kwd_msg_get(m, KWD_TAG_DEK, 0);
+	const struct kwd_field *dek =
+	    want_dek ? kwd_msg_get(m, KWD_TAG_DEK, 0) : NULL;
 	char name[KW_NAME_MAX + 1];
 	uint32_t version = 0;
 	size_t cap, off = 0;
@@ -1202,7 +1203,9 @@ dek_json(const struct kwd_msg *m, bool with_key, size_t *ret_len)
 	    (!kwd_msg_str(m, KWD_TAG_KEY, 0, name, sizeof name) ||
 	        !kwd_msg_u32(m, KWD_TAG_VERSION, &version) || blob == NULL))
 		return NULL;
-	if (!with_key && dek == NULL)
+	/* The keeper must answer what was asked, no more, no less; a DEK
+	 * sent without being asked for is not passed on. */
+	if (want_dek && dek == NULL)
 		return NULL;
 	cap = 128 + sizeof name;
 	if (blob != NULL)
@@ -2072,7 +2075,10 @@ answer(struct MHD_Connection *mc, struct req *r, struct chan *ch)
 	case RT_DATAKEY:
 	case RT_REWRAP:
 	case RT_DECRYPT:
-		body = dek_json(m, r->route != RT_DECRYPT, &len);
+		body = dek_json(m, r->route != RT_DECRYPT,
+		    r->route == RT_DECRYPT ||
+		        (r->route == RT_DATAKEY && r->plaintext),
+		    &len);
 		if (body == NULL)
 			return send_internal(mc, r);
 		return send_body(mc, r, ri->ok_status, body, len, true, NULL);

@@ -150,6 +150,20 @@ listen_on(const char *addr, const char *what)
 	return fd;
 }
 
+static int
+relisten(const struct kwd_config *cfg, int *api_fd, int *metrics_fd)
+{
+	close(*api_fd);
+	*api_fd = listen_on(cfg->listen, "listen");
+	if (*metrics_fd >= 0) {
+		close(*metrics_fd);
+		*metrics_fd = listen_on(cfg->metrics_listen, "metrics_listen");
+	}
+	return *api_fd >= 0 && (cfg->metrics_listen == NULL || *metrics_fd >= 0)
+	    ? 0
+	    : -1;
+}
+
 /* ---- children ---- */
 
 static void
@@ -452,6 +466,13 @@ run(struct kwd_config *cfg, const char *config_path)
 			/* Crash loop: slow down rather than spin. */
 			if (++ch.restarts > 5)
 				sleep(1);
+			/* Fresh listening sockets: the old front shared them
+			 * and may have shut them down on its way out (MHD
+			 * does), which would leave the new one deaf. */
+			if (relisten(cfg, &api_fd, &metrics_fd) != 0) {
+				stop_children(&ch);
+				goto out;
+			}
 			if (start(cfg, api_fd, metrics_fd, &ch) != 0)
 				kw_log(KW_LOG_ERR, "master.restart",
 				    "restart incomplete; will retry on the "
