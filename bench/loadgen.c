@@ -73,6 +73,7 @@
 #define MAX_THREADS 8
 #define MAX_SECONDS 3600.0
 #define MAX_CTX 32
+#define MAX_IDS 256 /* client certificates */
 #define RESP_MAX (16 * 1024) /* largest response accepted, headers included */
 #define REQ_MAX (8 * 1024)
 #define KEYNAME_MAX 63
@@ -103,8 +104,11 @@ static const char *const err_names[E_COUNT] = {"connect", "tls", "io",
 
 struct opts {
 	const char *url;
-	const char *cert;
-	const char *key;
+	/* Client identities: connection i uses pair i mod nids. */
+	const char *cert[MAX_IDS];
+	const char *key[MAX_IDS];
+	int ncert;
+	int nkey;
 	const char *cacert;
 	char host[INET6_ADDRSTRLEN]; /* the literal address */
 	char hosthdr[INET6_ADDRSTRLEN + 8]; /* the Host header */
@@ -115,6 +119,7 @@ struct opts {
 	int threads;
 	double secs;
 	double warmup;
+	double rate; /* requests/s over all connections, 0: closed loop */
 	int timeout_ms;
 	enum op op;
 	const char *keyname;
@@ -145,7 +150,7 @@ struct stats {
 
 struct run {
 	const struct opts *o;
-	SSL_CTX *ctx;
+	SSL_CTX *tls[MAX_IDS]; /* one per client identity */
 	char *req;
 	size_t req_len;
 	/* Written by one thread between the two setup barriers. */
@@ -153,6 +158,7 @@ struct run {
 	uint64_t t_measure;
 	uint64_t t_end;
 	uint64_t timeout_ns;
+	uint64_t interval_ns; /* per connection with --rate, else 0 */
 	pthread_barrier_t barrier;
 	atomic_int ready;
 	bool abort;
@@ -164,12 +170,15 @@ struct worker;
 
 struct conn {
 	struct worker *w;
+	SSL_CTX *tls; /* its client identity */
 	int fd;
 	SSL *ssl;
 	enum cstate st;
 	uint32_t events; /* the epoll mask, 0 when not registered */
 	uint64_t t0; /* request start, or connect start */
 	uint64_t retry_at; /* C_CLOSED: when to reconnect, 0: never */
+	uint64_t next_at; /* with --rate: when the next request is due */
+	int idx; /* among all connections */
 	size_t len;
 	size_t need; /* whole response size, 0 until the head is parsed */
 	int status;
@@ -541,6 +550,15 @@ running(const struct run *r, uint64_t now)
 static void conn_handshake(struct conn *c);
 static void request_start(struct conn *c, uint64_t now);
 
+/* The connection's next request, if the run is on and, when paced
+ * (--rate), its time has come. */
+static void
+next_request(struct conn *c, uint64_t now)
+{
+	if (running(c->w->run, now) && now >= c->next_at)
+		request_start(c, now);
+}
+
 static void
 conn_start(struct conn *c, uint64_t now)
 {
@@ -614,7 +632,7 @@ conn_handshake(struct conn *c)
 	int r, e;
 
 	if (c->ssl == NULL) {
-		c->ssl = SSL_new(w->run->ctx);
+		c->ssl = SSL_new(c->tls);
 		if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1) {
 			ssl_reason(SSL_ERROR_SSL, why, sizeof why);
 			conn_fail(c, E_TLS, "SSL_new: %s", why);
@@ -631,8 +649,7 @@ conn_handshake(struct conn *c)
 			describe_tls(w, c->ssl);
 		c->st = C_READY;
 		watch(c, EPOLLIN);
-		if (running(w->run, now))
-			request_start(c, now);
+		next_request(c, now);
 		return;
 	}
 	e = SSL_get_error(c->ssl, r);
@@ -730,6 +747,13 @@ response_done(struct conn *c)
 	}
 	w->inflight--;
 	c->st = C_READY;
+	if (r->interval_ns != 0) {
+		/* Paced: one interval after this request's due time, or now
+		 * if that has passed already (no burst to catch up). */
+		c->next_at += r->interval_ns;
+		if (c->next_at < now)
+			c->next_at = now;
+	}
 	if (c->close_after) {
 		/* The server chose to close: not a failure, but the next
 		 * request pays a handshake. */
@@ -738,8 +762,8 @@ response_done(struct conn *c)
 			w->st.reconnects++;
 			conn_start(c, now);
 		}
-	} else if (running(r, now)) {
-		request_start(c, now);
+	} else {
+		next_request(c, now);
 	}
 }
 
@@ -856,8 +880,7 @@ sweep(struct worker *w, uint64_t now)
 			}
 			break;
 		case C_READY:
-			if (running(r, now))
-				request_start(c, now);
+			next_request(c, now);
 			break;
 		}
 	}
@@ -918,6 +941,30 @@ worker_setup(struct worker *w)
 	atomic_fetch_add(&w->run->ready, ready);
 }
 
+/*
+ * With --rate: start the requests that are due, and shorten the wait to
+ * the next one due (epoll_wait counts in milliseconds: a request may go
+ * out up to 1 ms late, which its latency does not include).
+ */
+static int
+pace(struct worker *w, uint64_t now, int wait_ms)
+{
+	for (int i = 0; i < w->nconns; i++) {
+		struct conn *c = &w->conns[i];
+		uint64_t ms;
+
+		if (c->st != C_READY)
+			continue;
+		next_request(c, now);
+		if (c->st != C_READY || c->next_at <= now)
+			continue;
+		ms = (c->next_at - now + NS_PER_MS - 1) / NS_PER_MS;
+		if (ms < (uint64_t)wait_ms)
+			wait_ms = (int)ms;
+	}
+	return wait_ms;
+}
+
 static void
 worker_run(struct worker *w)
 {
@@ -925,9 +972,17 @@ worker_run(struct worker *w)
 	uint64_t now = now_ns(), last = now;
 	bool ended = false;
 
-	for (int i = 0; i < w->nconns; i++)
-		if (w->conns[i].st == C_READY)
-			request_start(&w->conns[i], now);
+	for (int i = 0; i < w->nconns; i++) {
+		struct conn *c = &w->conns[i];
+
+		/* Paced connections start spread over one interval. */
+		if (r->interval_ns != 0)
+			c->next_at = r->t_start +
+			    r->interval_ns * (uint64_t)c->idx /
+			        (uint64_t)r->o->conns;
+		if (c->st == C_READY)
+			next_request(c, now);
+	}
 	while (stop_signal == 0) {
 		int wait_ms = (int)(SWEEP_NS / NS_PER_MS);
 
@@ -944,6 +999,8 @@ worker_run(struct worker *w)
 			break;
 		if (!ended && r->t_end - now < SWEEP_NS)
 			wait_ms = (int)((r->t_end - now) / NS_PER_MS) + 1;
+		if (r->interval_ns != 0 && !ended)
+			wait_ms = pace(w, now, wait_ms);
 		poll_once(w, wait_ms);
 		now = now_ns();
 		if (now - last >= SWEEP_NS) {
@@ -1009,7 +1066,7 @@ blocking_request(const struct run *r, const char *req, size_t req_len,
 		goto out;
 	}
 	ERR_clear_error();
-	ssl = SSL_new(r->ctx);
+	ssl = SSL_new(r->tls[0]);
 	if (ssl == NULL || SSL_set_fd(ssl, fd) != 1) {
 		ssl_reason(SSL_ERROR_SSL, why, whylen);
 		goto out;
@@ -1246,7 +1303,7 @@ out:
 /* ---- TLS ---- */
 
 static SSL_CTX *
-make_ctx(const struct opts *o)
+make_ctx(const struct opts *o, const char *cert, const char *key)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 	char why[256];
@@ -1258,14 +1315,14 @@ make_ctx(const struct opts *o)
 	if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
 	    SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1)
 		goto fail;
-	if (SSL_CTX_use_certificate_chain_file(ctx, o->cert) != 1) {
-		fprintf(stderr, PROG ": cannot use certificate %s\n", o->cert);
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+		fprintf(stderr, PROG ": cannot use certificate %s\n", cert);
 		goto fail;
 	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, o->key, SSL_FILETYPE_PEM) != 1 ||
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
 	    SSL_CTX_check_private_key(ctx) != 1) {
-		fprintf(stderr, PROG ": cannot use key %s with %s\n", o->key,
-		    o->cert);
+		fprintf(stderr, PROG ": cannot use key %s with %s\n", key,
+		    cert);
 		goto fail;
 	}
 	if (SSL_CTX_load_verify_locations(ctx, o->cacert, NULL) != 1) {
@@ -1402,7 +1459,7 @@ usage(FILE *fp)
 	    "       [-c CONNS] [-d SECONDS] [-w SECONDS] [-t THREADS]\n"
 	    "       [--op datakey|decrypt|health] [--key-name NAME] "
 	    "[--context K=V]...\n"
-	    "       [--timeout MS] [--max-samples N] [--no-nodelay] "
+	    "       [--rate R] [--timeout MS] [--max-samples N] [--no-nodelay] "
 	    "[--json]\n"
 	    "\n"
 	    "Closed-loop load over CONNS keep-alive mTLS connections "
@@ -1412,7 +1469,10 @@ usage(FILE *fp)
 	    "  --url URL            https://HOST[:PORT], HOST 127.x.x.x, "
 	    "[::1] or localhost\n"
 	    "  --cert, --key FILE   client certificate (chain) and key, "
-	    "PEM\n"
+	    "PEM; repeat\n"
+	    "                       both for several identities "
+	    "(connection i uses\n"
+	    "                       pair i mod N; at most %d)\n"
 	    "  --cacert FILE        CA that the server's certificate "
 	    "chains to\n"
 	    "  -c, --connections N  connections (default 64, at most %d)\n"
@@ -1427,6 +1487,12 @@ usage(FILE *fp)
 	    "  --context K=V        an encryption context pair, "
 	    "repeatable\n"
 	    "                       (default dataset=imagenet-1k)\n"
+	    "  --rate R             pace the requests at R/s in all (each "
+	    "connection\n"
+	    "                       still has one at a time): latency "
+	    "at a load\n"
+	    "                       below capacity (default: closed loop, "
+	    "flat out)\n"
 	    "  --timeout MS         per request, connect and handshake "
 	    "(default %d,\n"
 	    "                       at most %d)\n"
@@ -1440,7 +1506,7 @@ usage(FILE *fp)
 	    "Exit status: 0 every request answered 2xx; 1 some failed or "
 	    "were not 2xx\n"
 	    "(figures printed); 2 usage; 3 could not run; 128+N signal N.\n",
-	    MAX_CONNS, MAX_THREADS, DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS,
+	    MAX_IDS, MAX_CONNS, MAX_THREADS, DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS,
 	    DEFAULT_MAX_SAMPLES);
 }
 
@@ -1482,6 +1548,7 @@ enum {
 	O_KEYNAME,
 	O_CONTEXT,
 	O_TIMEOUT,
+	O_RATE,
 	O_SAMPLES,
 	O_NONODELAY,
 	O_JSON,
@@ -1503,6 +1570,7 @@ parse_args(int argc, char **argv, struct opts *o)
 	    {"key-name", required_argument, NULL, O_KEYNAME},
 	    {"context", required_argument, NULL, O_CONTEXT},
 	    {"timeout", required_argument, NULL, O_TIMEOUT},
+	    {"rate", required_argument, NULL, O_RATE},
 	    {"max-samples", required_argument, NULL, O_SAMPLES},
 	    {"no-nodelay", no_argument, NULL, O_NONODELAY},
 	    {"json", no_argument, NULL, O_JSON},
@@ -1518,10 +1586,17 @@ parse_args(int argc, char **argv, struct opts *o)
 			o->url = optarg;
 			break;
 		case O_CERT:
-			o->cert = optarg;
-			break;
 		case O_KEY:
-			o->key = optarg;
+			if ((c == O_CERT ? o->ncert : o->nkey) == MAX_IDS) {
+				fprintf(stderr,
+				    PROG ": at most %d --cert and --key\n",
+				    MAX_IDS);
+				return -1;
+			}
+			if (c == O_CERT)
+				o->cert[o->ncert++] = optarg;
+			else
+				o->key[o->nkey++] = optarg;
 			break;
 		case O_CACERT:
 			o->cacert = optarg;
@@ -1612,6 +1687,14 @@ parse_args(int argc, char **argv, struct opts *o)
 			}
 			o->timeout_ms = (int)l;
 			break;
+		case O_RATE:
+			if (parse_double(optarg, 0.1, 1e7, &o->rate) != 0) {
+				fprintf(stderr,
+				    PROG
+				    ": --rate wants 0.1..1e7 requests/s\n");
+				return -1;
+			}
+			break;
 		case O_SAMPLES:
 			if (parse_long(optarg, 1000, 1L << 30, &l) != 0) {
 				fprintf(stderr,
@@ -1635,9 +1718,13 @@ parse_args(int argc, char **argv, struct opts *o)
 			return -1;
 		}
 	}
-	if (optind != argc || o->url == NULL || o->cert == NULL ||
-	    o->key == NULL || o->cacert == NULL) {
+	if (optind != argc || o->url == NULL || o->ncert == 0 ||
+	    o->cacert == NULL) {
 		usage(stderr);
+		return -1;
+	}
+	if (o->nkey != o->ncert) {
+		fprintf(stderr, PROG ": one --key per --cert, in order\n");
 		return -1;
 	}
 	if (o->nctx == 0) {
@@ -1787,6 +1874,11 @@ print_json(const struct opts *o, const struct report *rep)
 	json_str(o->url);
 	printf(",\n  \"op\": \"%s\",\n  \"key\": ", op_names[o->op]);
 	json_str(o->keyname);
+	printf(",\n  \"identities\": %d", o->ncert);
+	if (o->rate > 0)
+		printf(",\n  \"rate_target\": %.1f", o->rate);
+	else
+		printf(",\n  \"rate_target\": null");
 	printf(",\n  \"connections\": %d,\n  \"threads\": %d,\n"
 	       "  \"seconds\": %.3f,\n  \"warmup\": %.3f,\n"
 	       "  \"timeout_ms\": %d,\n  \"nodelay\": %s,\n  \"tls\": ",
@@ -1833,10 +1925,15 @@ print_json(const struct opts *o, const struct report *rep)
 static void
 print_text(const struct opts *o, const struct report *rep)
 {
-	printf(PROG ": %s %s key=%s, %d connection(s), %d thread(s), "
-	            "%.2f s (+%.2f s warm-up)%s\n",
-	    op_names[o->op], o->url, o->keyname, o->conns, o->threads, o->secs,
-	    o->warmup, o->nodelay ? "" : ", Nagle on");
+	printf(PROG ": %s %s key=%s, %d connection(s), %d identit%s, "
+	            "%d thread(s), %.2f s (+%.2f s warm-up)%s\n",
+	    op_names[o->op], o->url, o->keyname, o->conns, o->ncert,
+	    o->ncert == 1 ? "y" : "ies", o->threads, o->secs, o->warmup,
+	    o->nodelay ? "" : ", Nagle on");
+	if (o->rate > 0)
+		printf("paced     %.1f req/s in all (one request at a time per "
+		       "connection)\n",
+		    o->rate);
 	printf("tls       %s\n", rep->tls[0] ? rep->tls : "(no handshake)");
 	printf("setup     %d handshake(s) in %.3f s, %d at a time per "
 	       "thread; client CPU %.3f ms each\n",
@@ -1887,7 +1984,7 @@ main(int argc, char **argv)
 	struct worker *ws = NULL;
 	struct report rep;
 	struct sigaction sa;
-	int status = EXIT_ERROR, started = 0;
+	int status = EXIT_ERROR, started = 0, g = 0;
 	bool barrier = false;
 
 	if (parse_args(argc, argv, &o) != 0)
@@ -1906,9 +2003,13 @@ main(int argc, char **argv)
 	sigaction(SIGPIPE, &sa, NULL);
 
 	r.timeout_ns = (uint64_t)o.timeout_ms * NS_PER_MS;
+	if (o.rate > 0)
+		r.interval_ns = (uint64_t)((double)o.conns / o.rate * 1e9);
 	r.t_start = r.t_measure = r.t_end = UINT64_MAX;
-	r.ctx = make_ctx(&o);
-	if (r.ctx == NULL || prepare(&r) != 0)
+	for (int i = 0; i < o.ncert; i++)
+		if ((r.tls[i] = make_ctx(&o, o.cert[i], o.key[i])) == NULL)
+			goto out;
+	if (prepare(&r) != 0)
 		goto out;
 
 	ws = calloc((size_t)o.threads, sizeof *ws);
@@ -1933,6 +2034,8 @@ main(int argc, char **argv)
 		}
 		for (int k = 0; k < w->nconns; k++) {
 			w->conns[k].w = w;
+			w->conns[k].idx = g;
+			w->conns[k].tls = r.tls[g++ % o.ncert];
 			w->conns[k].fd = -1;
 		}
 	}
@@ -1981,7 +2084,8 @@ out:
 	if (barrier)
 		pthread_barrier_destroy(&r.barrier);
 	free(r.req);
-	SSL_CTX_free(r.ctx);
+	for (int i = 0; i < o.ncert; i++)
+		SSL_CTX_free(r.tls[i]);
 	for (int i = 0; i < o.nctx; i++)
 		free(o.ctx_k[i]);
 	if (stop_signal != 0) {

@@ -284,6 +284,7 @@ static struct {
 	_Atomic size_t next_chan;
 	_Atomic int fatal; /* 0, or the exit status to stop with */
 	_Atomic bool starting;
+	_Atomic bool stopping; /* SIGTERM seen: a closing keeper is fine */
 	_Atomic bool stop;
 	pthread_mutex_t reg_lock;
 	struct conn *reg;
@@ -314,6 +315,9 @@ set_fatal(const char *why)
 {
 	int expected = 0;
 
+	/* Stopping on SIGTERM, the master stops the keeper too. */
+	if (atomic_load(&F.stopping))
+		return;
 	if (atomic_compare_exchange_strong(&F.fatal, &expected, 1))
 		kw_log(KW_LOG_ERR, "front.fatal",
 		    "stopping the front; the master restarts it",
@@ -1271,22 +1275,25 @@ fail:
  * one by one: a flood would become an audit-log flood (see rate_take).
  */
 static void
-audit_reject(struct conn *c, struct req *r, unsigned status, const char *reason)
+audit_reject(struct conn *c, struct req *r, const char *op, unsigned status,
+    const char *reason)
 {
 	struct chan *ch = thread_chan();
 	char why[513];
 
 	if (ch == NULL)
 		return;
-	/* REASON is a protocol STR: printable, at most 512 bytes. */
+	/* REASON is a protocol STR of at most 512 bytes: kept to printable
+	 * ASCII, so that the cut cannot split a UTF-8 sequence. */
 	snprintf(why, sizeof why, "%s", reason);
 	for (char *p = why; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = ' ';
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+			*p = '?';
 	kwd_msg_begin(&ch->out, KWD_MSG_AUDIT_EVENT, r->rid);
 	if (c->identity[0] != '\0')
 		kwd_msg_put_str(&ch->out, KWD_TAG_IDENTITY, c->identity);
-	kwd_msg_put_str(&ch->out, KWD_TAG_OP, routes[r->route].op);
+	kwd_msg_put_str(&ch->out, KWD_TAG_OP,
+	    op != NULL ? op : routes[r->route].op);
 	if (r->name[0] != '\0')
 		kwd_msg_put_str(&ch->out, KWD_TAG_RESOURCE, r->name);
 	kwd_msg_put_str(&ch->out, KWD_TAG_OUTCOME, "rejected");
@@ -1315,7 +1322,7 @@ reject(struct MHD_Connection *mc, struct req *r, unsigned status,
 	    KW_F("status", status), KW_F("identity", c->identity),
 	    KW_F("path", r->uri != NULL ? r->uri : ""));
 	if (c->api)
-		audit_reject(c, r, status, message);
+		audit_reject(c, r, NULL, status, message);
 	return send_error(mc, r, status, code, message, x);
 }
 
@@ -1515,6 +1522,18 @@ check_framing(struct MHD_Connection *mc, struct req *r, const char *url,
 	if (r->uri == NULL || url != r->uri || u != m + strlen(method) + 1 ||
 	    v != u + r->uri_len + 1)
 		return FR_BAD;
+	/*
+	 * RFC 9112 section 3.2: no whitespace or control in the target (MHD
+	 * keeps "/a b" and a trailing space as part of it). The NULs are
+	 * MHD's own, where it split the query at '?', '&' and '=': a NUL
+	 * sent by the client ended uri_len already.
+	 */
+	for (size_t i = 0; i < r->uri_len; i++) {
+		unsigned char ch = (unsigned char)r->uri[i];
+
+		if (ch != '\0' && (ch <= 0x20 || ch == 0x7f))
+			return FR_BAD;
+	}
 	ci = MHD_get_connection_info(mc,
 	    MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
 	if (ci == NULL)
@@ -1948,7 +1967,8 @@ first_call(struct MHD_Connection *mc, struct req *r, const char *url,
 			count_reject(metric);
 			kw_log(KW_LOG_INFO, "front.unauthenticated", reason,
 			    KW_F("remote", c->remote), KW_F("rid", r->rid_hex));
-			audit_reject(c, r, MHD_HTTP_UNAUTHORIZED, reason);
+			audit_reject(c, r, "authenticate",
+			    MHD_HTTP_UNAUTHORIZED, reason);
 			return send_close(mc, r, MHD_HTTP_UNAUTHORIZED,
 			    "unauthenticated",
 			    "a valid client certificate is required");
@@ -2521,11 +2541,19 @@ watchdog_main(void *arg)
 			break;
 		}
 		if (n > 0) {
+			bool hup = false;
+
 			for (size_t i = 0; i < F.nchan; i++)
-				if (pfd[i].revents &
-				    (POLLHUP | POLLERR | POLLNVAL))
-					set_fatal(
-					    "a keeper channel was closed");
+				hup = hup ||
+				    (pfd[i].revents &
+				        (POLLHUP | POLLERR | POLLNVAL)) != 0;
+			if (hup) {
+				/* The keeper is gone: stop (the main thread
+				 * sees it); a closed channel would make
+				 * poll return at once from now on. */
+				set_fatal("a keeper channel was closed");
+				break;
+			}
 		}
 		now = now_ms();
 		pthread_mutex_lock(&F.reg_lock);
@@ -2700,8 +2728,9 @@ start_api(const struct kwd_front_args *args, const char *cert, const char *key,
 	static const bool api = true;
 	const struct kwd_config *cfg = args->cfg;
 
+	/* MHD_USE_ITC: MHD_quiesce_daemon needs it (stop_daemon). */
 	return MHD_start_daemon(MHD_USE_TLS | MHD_USE_EPOLL_INTERNAL_THREAD |
-	        MHD_USE_ERROR_LOG,
+	        MHD_USE_ITC | MHD_USE_ERROR_LOG,
 	    0, NULL, NULL, api_handler, NULL,
 	    /* First: MHD logs the options that follow through it. */
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
@@ -2729,7 +2758,7 @@ start_metrics(const struct kwd_front_args *args)
 {
 	static const bool api = false;
 
-	return MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD |
+	return MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC |
 	        MHD_USE_ERROR_LOG,
 	    0, NULL, NULL, metrics_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER,
 	    mhd_logger, NULL, MHD_OPTION_LISTEN_SOCKET,
@@ -2740,6 +2769,24 @@ start_metrics(const struct kwd_front_args *args)
 	    MHD_OPTION_NOTIFY_CONNECTION, notify_conn, (void *)&api,
 	    MHD_OPTION_URI_LOG_CALLBACK, uri_log, NULL,
 	    MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_END);
+}
+
+/*
+ * MHD_stop_daemon() would shutdown(2) the listening socket, which it
+ * shares with the master (and the next front): quiesced first, MHD hands
+ * the descriptor back, and closing our copy leaves the socket listening.
+ */
+static void
+stop_daemon(struct MHD_Daemon *d)
+{
+	MHD_socket fd;
+
+	if (d == NULL)
+		return;
+	fd = MHD_quiesce_daemon(d);
+	MHD_stop_daemon(d);
+	if (fd != MHD_INVALID_SOCKET)
+		close(fd);
 }
 
 /* Wait for SIGTERM/SIGINT (0) or a fatal condition (1). */
@@ -2756,6 +2803,7 @@ wait_signals(const sigset_t *set)
 			return atomic_load(&F.fatal);
 		sig = sigtimedwait(set, &si, &ts);
 		if (sig == SIGTERM || sig == SIGINT) {
+			atomic_store(&F.stopping, true);
 			kw_log(KW_LOG_INFO, "front.stop", "stopping",
 			    KW_F("signal", sig));
 			return 0;
@@ -2848,10 +2896,8 @@ kwd_front_run(const struct kwd_front_args *args)
 	    KW_F("metrics", args->metrics_fd >= 0 ? "on" : "off"));
 	status = wait_signals(&set);
 out:
-	if (met != NULL)
-		MHD_stop_daemon(met);
-	if (api != NULL)
-		MHD_stop_daemon(api);
+	stop_daemon(met);
+	stop_daemon(api);
 	atomic_store(&F.stop, true);
 	if (wd_started)
 		pthread_join(wd, NULL);

@@ -52,11 +52,13 @@
 #define PWBUF_MAX (1024 * 1024)
 
 /*
- * The malloc warm-up below allocates this much in small blocks, freed in
- * reverse order: enough for the freed top of one non-main arena heap to
- * exceed any trim threshold glibc can reach (at most 2 * 32 MiB).
+ * The malloc warm-up below allocates WARM_TOTAL in blocks just under the
+ * smallest mmap threshold (128 KiB, so they come from the thread's arena
+ * heap), then frees them in reverse order: the freed top of the heap then
+ * exceeds any trim threshold glibc can reach (at most 2 * 32 MiB). About
+ * 25 ms, once per front start.
  */
-#define WARM_BLOCK (32 * 1024)
+#define WARM_BLOCK (120 * 1024)
 #define WARM_TOTAL ((size_t)64 * 1024 * 1024)
 
 int

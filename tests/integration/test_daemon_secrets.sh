@@ -22,17 +22,27 @@ sleep 0.5
 
 pids="$KW_PID $(kw_children)"
 mkdir -p "$KW_DIR/cores"
+want_cores=3
+if [ "${KW_SANITIZED:-0}" = 1 ]; then
+	# ASan reserves terabytes of shadow address space: a core image of
+	# it is neither practical nor meaningful. The normal build checks it.
+	echo "SKIP (part): no core images of sanitizer builds" >&2
+	want_cores=0
+fi
 for p in $pids; do
-	gcore -o "$KW_DIR/cores/core" "$p" >/dev/null 2>&1 || kw_fail "gcore $p failed"
 	tr '\0' '\n' <"/proc/$p/environ" >"$KW_DIR/cores/environ.$p"
 	tr '\0' ' ' <"/proc/$p/cmdline" >"$KW_DIR/cores/cmdline.$p"
+	if [ "$want_cores" -gt 0 ]; then
+		gcore -o "$KW_DIR/cores/core" "$p" >/dev/null 2>&1 || kw_fail "gcore $p failed"
+	fi
 done
-"$KW_PY" - "$KW_ENV/pin" "$dek" "$KW_DIR/cores" "$KW_DIR/daemon.log" "$(kw_audit)" <<'PY'
+"$KW_PY" - "$KW_ENV/pin" "$dek" "$want_cores" "$KW_DIR/cores" "$KW_DIR/daemon.log" "$(kw_audit)" <<'PY'
 import base64, glob, os, sys
 pin = open(sys.argv[1], "rb").read().strip()
 dek_b64 = sys.argv[2].encode()
 dek = base64.b64decode(dek_b64)
-files = glob.glob(os.path.join(sys.argv[3], "*")) + sys.argv[4:6]
+want_cores = int(sys.argv[3])
+files = glob.glob(os.path.join(sys.argv[4], "*")) + sys.argv[5:7]
 needles = {"PIN": pin, "DEK": dek, "DEK (base64)": dek_b64}
 bad = []
 for f in files:
@@ -41,7 +51,7 @@ for f in files:
         if n in data:
             bad.append("%s found in %s" % (what, os.path.basename(f)))
 cores = [f for f in files if os.path.basename(f).startswith("core")]
-if len(cores) < 3:
+if len(cores) < want_cores:
     bad.append("only %d core images" % len(cores))
 if bad:
     sys.exit("; ".join(bad))
