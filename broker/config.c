@@ -64,6 +64,8 @@ static const struct field limit_fields[] = {
     {"header_timeout_ms", F_UINT, false,
         UOFF(limits.header_timeout_ms, 100, 600000)},
     {"idle_timeout_s", F_UINT, false, UOFF(limits.idle_timeout_s, 1, 3600)},
+    {"rate_per_s", F_UINT, false, UOFF(limits.rate_per_s, 1, 10000000)},
+    {"rate_burst", F_UINT, false, UOFF(limits.rate_burst, 1, 10000000)},
 };
 
 static const struct field tls_fields[] = {
@@ -214,6 +216,10 @@ set_defaults(struct kwd_config *cfg)
 		cfg->limits.header_timeout_ms = 10000;
 	if (cfg->limits.idle_timeout_s == 0)
 		cfg->limits.idle_timeout_s = 60;
+	if (cfg->limits.rate_per_s == 0)
+		cfg->limits.rate_per_s = 1000;
+	if (cfg->limits.rate_burst == 0)
+		cfg->limits.rate_burst = 2 * cfg->limits.rate_per_s;
 }
 
 /*

@@ -42,6 +42,8 @@ struct kwd_config {
 		unsigned long per_ip_connections;
 		unsigned long header_timeout_ms; /* absolute, per request */
 		unsigned long idle_timeout_s; /* keep-alive inactivity */
+		unsigned long rate_per_s; /* requests a second, per identity */
+		unsigned long rate_burst; /* bucket size, per identity */
 	} limits;
 };
 

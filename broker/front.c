@@ -76,18 +76,9 @@
 #define METRICS_IDLE_S 10
 #define SIG_TICK_MS 200
 
-/*
- * Token bucket per identity. Not in the configuration (yet): a benchmark
- * build that measures one identity's throughput overrides them with -D.
- */
-#ifndef KWD_FRONT_RATE_PER_S
-#define KWD_FRONT_RATE_PER_S 500.0
-#endif
-#ifndef KWD_FRONT_RATE_BURST
-#define KWD_FRONT_RATE_BURST 1000.0
-#endif
-#define RATE_PER_S ((double)KWD_FRONT_RATE_PER_S)
-#define RATE_BURST ((double)KWD_FRONT_RATE_BURST)
+/* Token bucket per identity: limits.rate_per_s and limits.rate_burst. */
+#define RATE_PER_S ((double)F.cfg->limits.rate_per_s)
+#define RATE_BURST ((double)F.cfg->limits.rate_burst)
 #define RL_SETS 256
 #define RL_WAYS 8
 
