@@ -525,6 +525,8 @@ kwd_msg_begin(struct kwd_msgbuf *b, enum kwd_msg_type type, uint64_t rid)
 	put16(b->buf + 6, 0);
 	put64(b->buf + 8, rid);
 	b->len = KWD_MSG_HDR;
+	if (b->hw < b->len)
+		b->hw = b->len;
 	b->err = type_known((uint16_t)type) ? KW_OK : KW_ERR_INVALID;
 }
 
@@ -548,6 +550,8 @@ kwd_msg_put(struct kwd_msgbuf *b, uint16_t tag, const void *p, size_t len)
 	if (len > 0)
 		memcpy(b->buf + b->len + FIELD_HDR, p, len);
 	b->len += FIELD_HDR + len;
+	if (b->hw < b->len)
+		b->hw = b->len;
 }
 
 void
@@ -611,9 +615,11 @@ kwd_msg_end(struct kwd_msgbuf *b)
 void
 kwd_msg_wipe(struct kwd_msgbuf *b)
 {
-	/* The whole buffer, not b->len bytes: a shorter frame begun over a
-	 * longer one leaves the older bytes past its end. */
-	sodium_memzero(b->buf, sizeof b->buf);
+	/* Up to the high-water mark, not b->len: a shorter frame begun over
+	 * a longer one leaves the older bytes past its end. Wiping 64 KiB
+	 * per request would cost more than the rest of the hop. */
+	sodium_memzero(b->buf, b->hw <= sizeof b->buf ? b->hw : sizeof b->buf);
+	b->hw = 0;
 	b->len = 0;
 	b->err = KW_ERR_INVALID;
 }

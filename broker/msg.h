@@ -43,26 +43,26 @@ enum kwd_msg_dir {
  * X(name, id, dir). Requests come from the front; answers from the
  * keeper. Ids are protocol: append only.
  */
-#define KWD_MSG_TYPES(X)                                                       \
-	X(KEY_CREATE, 1, KWD_FROM_FRONT)                                       \
-	X(KEY_LIST, 2, KWD_FROM_FRONT)                                         \
-	X(KEY_SHOW, 3, KWD_FROM_FRONT)                                         \
-	X(KEY_ROTATE, 4, KWD_FROM_FRONT)                                       \
-	X(KEY_PATCH, 5, KWD_FROM_FRONT)                                        \
-	X(DATAKEY, 6, KWD_FROM_FRONT)                                          \
-	X(DECRYPT, 7, KWD_FROM_FRONT)                                          \
-	X(REWRAP, 8, KWD_FROM_FRONT)                                           \
-	X(HEALTH, 9, KWD_FROM_FRONT)                                           \
-	X(STATS, 10, KWD_FROM_FRONT)                                           \
-	X(AUDIT_EVENT, 11, KWD_FROM_FRONT)                                     \
-	X(R_ERROR, 64, KWD_FROM_KEEPER)                                        \
-	X(R_KEY, 65, KWD_FROM_KEEPER)                                          \
-	X(R_KEY_LIST, 66, KWD_FROM_KEEPER)                                     \
-	X(R_DATAKEY, 67, KWD_FROM_KEEPER)                                      \
-	X(R_DECRYPT, 68, KWD_FROM_KEEPER)                                      \
-	X(R_REWRAP, 69, KWD_FROM_KEEPER)                                       \
-	X(R_HEALTH, 70, KWD_FROM_KEEPER)                                       \
-	X(R_STATS, 71, KWD_FROM_KEEPER)                                        \
+#define KWD_MSG_TYPES(X)                   \
+	X(KEY_CREATE, 1, KWD_FROM_FRONT)   \
+	X(KEY_LIST, 2, KWD_FROM_FRONT)     \
+	X(KEY_SHOW, 3, KWD_FROM_FRONT)     \
+	X(KEY_ROTATE, 4, KWD_FROM_FRONT)   \
+	X(KEY_PATCH, 5, KWD_FROM_FRONT)    \
+	X(DATAKEY, 6, KWD_FROM_FRONT)      \
+	X(DECRYPT, 7, KWD_FROM_FRONT)      \
+	X(REWRAP, 8, KWD_FROM_FRONT)       \
+	X(HEALTH, 9, KWD_FROM_FRONT)       \
+	X(STATS, 10, KWD_FROM_FRONT)       \
+	X(AUDIT_EVENT, 11, KWD_FROM_FRONT) \
+	X(R_ERROR, 64, KWD_FROM_KEEPER)    \
+	X(R_KEY, 65, KWD_FROM_KEEPER)      \
+	X(R_KEY_LIST, 66, KWD_FROM_KEEPER) \
+	X(R_DATAKEY, 67, KWD_FROM_KEEPER)  \
+	X(R_DECRYPT, 68, KWD_FROM_KEEPER)  \
+	X(R_REWRAP, 69, KWD_FROM_KEEPER)   \
+	X(R_HEALTH, 70, KWD_FROM_KEEPER)   \
+	X(R_STATS, 71, KWD_FROM_KEEPER)    \
 	X(R_OK, 72, KWD_FROM_KEEPER)
 
 enum kwd_msg_type {
@@ -76,8 +76,8 @@ enum kwd_field_kind {
 	KWD_FK_U8,
 	KWD_FK_U32,
 	KWD_FK_U64,
-	KWD_FK_STR,   /* printable UTF-8, no NUL or control bytes */
-	KWD_FK_NAME,  /* kw_name_valid() */
+	KWD_FK_STR, /* printable UTF-8, no NUL or control bytes */
+	KWD_FK_NAME, /* kw_name_valid() */
 	KWD_FK_BYTES, /* opaque */
 };
 
@@ -85,30 +85,30 @@ enum kwd_field_kind {
  * X(name, tag, kind, minlen, maxlen). Tags are protocol: append only.
  */
 #define KWD_MSG_TAGS(X)                                                        \
-	X(IDENTITY, 1, KWD_FK_STR, 1, 255)   /* authenticated caller */        \
-	X(KEY, 2, KWD_FK_NAME, 1, 63)        /* key name */                    \
-	X(CTX_KEY, 3, KWD_FK_STR, 1, 128)    /* context key; pairs in order */ \
-	X(CTX_VAL, 4, KWD_FK_STR, 0, 256)    /* context value */               \
-	X(VERSION, 5, KWD_FK_U32, 4, 4)      /* key version */                 \
-	X(STATE, 6, KWD_FK_U8, 1, 1)         /* enum kwd_key_state */          \
-	X(MIN_DECRYPT, 7, KWD_FK_U32, 4, 4)  /* min_decrypt_version */         \
-	X(PLAINTEXT, 8, KWD_FK_U8, 1, 1)     /* 1: return the DEK */           \
-	X(BLOB, 9, KWD_FK_BYTES, 1, 1024)    /* wrapped DEK (blob.h) */        \
-	X(DEK, 10, KWD_FK_BYTES, 32, 32)     /* plaintext DEK */               \
-	X(STATUS, 11, KWD_FK_U32, 4, 4)      /* -KW_ERR_* */                   \
-	X(MESSAGE, 12, KWD_FK_STR, 1, 512)   /* error text for the client */   \
-	X(VERREC, 13, KWD_FK_BYTES, 13, 13)  /* u32 ver, u8 state, u64 ctime */\
-	X(CREATED, 14, KWD_FK_U64, 8, 8)     /* unix seconds */                \
+	X(IDENTITY, 1, KWD_FK_STR, 1, 255) /* authenticated caller */          \
+	X(KEY, 2, KWD_FK_NAME, 1, 63) /* key name */                           \
+	X(CTX_KEY, 3, KWD_FK_STR, 1, 128) /* context key; pairs in order */    \
+	X(CTX_VAL, 4, KWD_FK_STR, 0, 256) /* context value */                  \
+	X(VERSION, 5, KWD_FK_U32, 4, 4) /* key version */                      \
+	X(STATE, 6, KWD_FK_U8, 1, 1) /* enum kwd_key_state */                  \
+	X(MIN_DECRYPT, 7, KWD_FK_U32, 4, 4) /* min_decrypt_version */          \
+	X(PLAINTEXT, 8, KWD_FK_U8, 1, 1) /* 1: return the DEK */               \
+	X(BLOB, 9, KWD_FK_BYTES, 1, 1024) /* wrapped DEK (blob.h) */           \
+	X(DEK, 10, KWD_FK_BYTES, 32, 32) /* plaintext DEK */                   \
+	X(STATUS, 11, KWD_FK_U32, 4, 4) /* -KW_ERR_* */                        \
+	X(MESSAGE, 12, KWD_FK_STR, 1, 512) /* error text for the client */     \
+	X(VERREC, 13, KWD_FK_BYTES, 13, 13) /* u32 ver, u8 state, u64 ctime */ \
+	X(CREATED, 14, KWD_FK_U64, 8, 8) /* unix seconds */                    \
 	X(HSM_OK, 15, KWD_FK_U8, 1, 1)                                         \
 	X(AUDIT_OK, 16, KWD_FK_U8, 1, 1)                                       \
-	X(REASON, 17, KWD_FK_STR, 1, 512)    /* why, for audit and health */   \
-	X(OP, 18, KWD_FK_STR, 1, 64)         /* operation name, audit */       \
-	X(RESOURCE, 19, KWD_FK_STR, 1, 255)  /* resource, audit */             \
-	X(OUTCOME, 20, KWD_FK_STR, 1, 32)    /* allowed/denied/rejected */     \
-	X(REMOTE, 21, KWD_FK_STR, 1, 64)     /* client address */              \
+	X(REASON, 17, KWD_FK_STR, 1, 512) /* why, for audit and health */      \
+	X(OP, 18, KWD_FK_STR, 1, 64) /* operation name, audit */               \
+	X(RESOURCE, 19, KWD_FK_STR, 1, 255) /* resource, audit */              \
+	X(OUTCOME, 20, KWD_FK_STR, 1, 32) /* allowed/denied/rejected */        \
+	X(REMOTE, 21, KWD_FK_STR, 1, 64) /* client address */                  \
 	X(LATENCY_US, 22, KWD_FK_U64, 8, 8)                                    \
-	X(TEXT, 23, KWD_FK_BYTES, 1, 60000)  /* Prometheus text */             \
-	X(ROTATION, 24, KWD_FK_U64, 8, 8)    /* rotation period, seconds */
+	X(TEXT, 23, KWD_FK_BYTES, 1, 60000) /* Prometheus text */              \
+	X(ROTATION, 24, KWD_FK_U64, 8, 8) /* rotation period, seconds */
 
 enum kwd_msg_tag {
 #define KWD_X(name, tag, kind, minl, maxl) KWD_TAG_##name = tag,
@@ -148,27 +148,26 @@ bool kwd_msg_u8(const struct kwd_msg *m, uint16_t tag, uint8_t *ret_v);
 bool kwd_msg_u32(const struct kwd_msg *m, uint16_t tag, uint32_t *ret_v);
 bool kwd_msg_u64(const struct kwd_msg *m, uint16_t tag, uint64_t *ret_v);
 /* A STR/NAME field copied into buf as a C string (false if absent). */
-bool kwd_msg_str(const struct kwd_msg *m, uint16_t tag, size_t idx,
-    char *buf, size_t cap);
+bool kwd_msg_str(const struct kwd_msg *m, uint16_t tag, size_t idx, char *buf,
+    size_t cap);
 
 /* Building a frame in a fixed buffer; errors stick until kwd_msg_end. */
 struct kwd_msgbuf {
 	unsigned char buf[KWD_MSG_MAX];
 	size_t len;
+	size_t hw; /* bytes written since the last wipe: what a wipe clears */
 	int err;
 };
 
-void kwd_msg_begin(struct kwd_msgbuf *b, enum kwd_msg_type type,
-    uint64_t rid);
-void kwd_msg_put(struct kwd_msgbuf *b, uint16_t tag, const void *p,
-    size_t len);
+void kwd_msg_begin(struct kwd_msgbuf *b, enum kwd_msg_type type, uint64_t rid);
+void kwd_msg_put(struct kwd_msgbuf *b, uint16_t tag, const void *p, size_t len);
 void kwd_msg_put_str(struct kwd_msgbuf *b, uint16_t tag, const char *s);
 void kwd_msg_put_u8(struct kwd_msgbuf *b, uint16_t tag, uint8_t v);
 void kwd_msg_put_u32(struct kwd_msgbuf *b, uint16_t tag, uint32_t v);
 void kwd_msg_put_u64(struct kwd_msgbuf *b, uint16_t tag, uint64_t v);
 /* kwd_msg_end: patch the length; KW_OK or the first error. */
 KW_WUR int kwd_msg_end(struct kwd_msgbuf *b);
-/* kwd_msg_wipe: zero the buffer (frames may carry DEKs). */
+/* kwd_msg_wipe: zero what was written (frames may carry DEKs). */
 void kwd_msg_wipe(struct kwd_msgbuf *b);
 
 const char *kwd_msg_type_name(uint16_t type);

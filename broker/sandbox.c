@@ -349,29 +349,21 @@ struct rule {
 	struct scmp_arg_cmp cmp[2];
 };
 
-#define RULE(n)                   \
-	{                         \
-		(n), 0,           \
-		{                 \
-			{         \
-				0 \
-			}         \
-		}                 \
-	}
-#define RULE1(n, c)       \
-	{                 \
-		(n), 1,   \
-		{         \
-			c \
-		}         \
-	}
-#define RULE2(n, c1, c2)       \
-	{                      \
-		(n), 2,        \
-		{              \
-			c1, c2 \
-		}              \
-	}
+/*
+ * Table entries. ARG() names every field of the comparison: libseccomp's
+ * own SCMP_A0()... leave datum_b to the compiler, which clang's -Wextra
+ * refuses.
+ */
+/* clang-format off */
+#define ARG(n, cmp, a) \
+	{.arg = (n), .op = (cmp), .datum_a = (scmp_datum_t)(a), .datum_b = 0}
+#define ARG_MASKED(n, mask, val) \
+	{.arg = (n), .op = SCMP_CMP_MASKED_EQ, \
+	    .datum_a = (scmp_datum_t)(mask), .datum_b = (scmp_datum_t)(val)}
+#define RULE(n) {.name = (n), .ncmp = 0}
+#define RULE1(n, c) {.name = (n), .ncmp = 1, .cmp = {c}}
+#define RULE2(n, c1, c2) {.name = (n), .ncmp = 2, .cmp = {c1, c2}}
+/* clang-format on */
 
 static int
 add_rules(scmp_filter_ctx ctx, uint32_t action, const struct rule *rules,
@@ -512,9 +504,8 @@ kwd_sandbox_seccomp_front(void)
 {
 	/* Filled in at run time: tgkill may only target this process. */
 	const struct scmp_arg_cmp self =
-	    SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid());
-	const struct scmp_arg_cmp noexec =
-	    SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0);
+	    ARG(0, SCMP_CMP_EQ, (scmp_datum_t)getpid());
+	const struct scmp_arg_cmp noexec = ARG_MASKED(2, PROT_EXEC, 0);
 	const struct rule allow[] = {
 	    /* I/O on descriptors that exist: client sockets, the keeper
 	     * channels, MHD's eventfd, stderr. No open(), so no new ones
@@ -540,18 +531,18 @@ kwd_sandbox_seccomp_front(void)
 	     * SO_LINGER lets the front reset a connection it refuses.
 	     * Nothing that attaches BPF (SO_ATTACH_*) or kernel TLS
 	     * (TCP_ULP). */
-	    RULE2("setsockopt", SCMP_A1(SCMP_CMP_EQ, IPPROTO_TCP),
-	        SCMP_A2(SCMP_CMP_EQ, TCP_NODELAY)),
-	    RULE2("setsockopt", SCMP_A1(SCMP_CMP_EQ, IPPROTO_TCP),
-	        SCMP_A2(SCMP_CMP_EQ, TCP_CORK)),
-	    RULE2("setsockopt", SCMP_A1(SCMP_CMP_EQ, SOL_SOCKET),
-	        SCMP_A2(SCMP_CMP_EQ, SO_LINGER)),
+	    RULE2("setsockopt", ARG(1, SCMP_CMP_EQ, IPPROTO_TCP),
+	        ARG(2, SCMP_CMP_EQ, TCP_NODELAY)),
+	    RULE2("setsockopt", ARG(1, SCMP_CMP_EQ, IPPROTO_TCP),
+	        ARG(2, SCMP_CMP_EQ, TCP_CORK)),
+	    RULE2("setsockopt", ARG(1, SCMP_CMP_EQ, SOL_SOCKET),
+	        ARG(2, SCMP_CMP_EQ, SO_LINGER)),
 	    /* MHD makes sockets non-blocking and close-on-exec with fcntl
 	     * when accept4() flags are not available. */
-	    RULE1("fcntl", SCMP_A1(SCMP_CMP_EQ, F_GETFL)),
-	    RULE1("fcntl", SCMP_A1(SCMP_CMP_EQ, F_SETFL)),
-	    RULE1("fcntl", SCMP_A1(SCMP_CMP_EQ, F_GETFD)),
-	    RULE1("fcntl", SCMP_A1(SCMP_CMP_EQ, F_SETFD)),
+	    RULE1("fcntl", ARG(1, SCMP_CMP_EQ, F_GETFL)),
+	    RULE1("fcntl", ARG(1, SCMP_CMP_EQ, F_SETFL)),
+	    RULE1("fcntl", ARG(1, SCMP_CMP_EQ, F_GETFD)),
+	    RULE1("fcntl", ARG(1, SCMP_CMP_EQ, F_SETFD)),
 	    /* Event loops: MHD's epoll workers, poll() on keeper channels. */
 	    RULE("epoll_wait"),
 	    RULE("epoll_pwait"),
@@ -578,7 +569,7 @@ kwd_sandbox_seccomp_front(void)
 	    RULE("sched_yield"),
 	    RULE("set_robust_list"),
 	    RULE("rseq"),
-	    RULE1("prctl", SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME)),
+	    RULE1("prctl", ARG(0, SCMP_CMP_EQ, PR_SET_NAME)),
 	    /* glibc malloc sizes its arena limit from the CPU set once
 	     * more than eight arenas exist; qsort() sizes its buffer from
 	     * sysinfo(). */
@@ -638,8 +629,8 @@ kwd_sandbox_seccomp_keeper(void)
 	     * checked where a socket is made; connect(), bind(), listen()
 	     * and accept() then only ever see AF_UNIX sockets, provided
 	     * the keeper inherits no network socket from the master. */
-	    RULE1("socket", SCMP_A0(SCMP_CMP_NE, AF_UNIX)),
-	    RULE1("socketpair", SCMP_A0(SCMP_CMP_NE, AF_UNIX)),
+	    RULE1("socket", ARG(0, SCMP_CMP_NE, AF_UNIX)),
+	    RULE1("socketpair", ARG(0, SCMP_CMP_NE, AF_UNIX)),
 	    /* io_uring can create sockets and open files without going
 	     * through the system calls filtered here. */
 	    RULE("io_uring_setup"),
