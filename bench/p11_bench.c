@@ -560,7 +560,9 @@ bench_open(struct bench *b, const char *dir, const char *module)
 {
 	struct kw_secret *so_pin = NULL, *user_pin = NULL;
 	char pin_path[PATH_MAX];
-	struct kwd_p11_config cfg = {module, TOKEN_LABEL, pin_path, NULL};
+	struct kwd_p11_config cfg = {.module = module,
+	    .token = TOKEN_LABEL,
+	    .pin_file = pin_path};
 	int rv;
 
 	if ((size_t)snprintf(pin_path, sizeof pin_path, "%s/pin", dir) >=

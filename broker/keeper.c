@@ -56,6 +56,8 @@ struct keeper {
 	char audit_open_reason[160];
 
 	pthread_mutex_t p11_lock;
+	struct kwd_p11_config p11cfg; /* the configuration's, PIN read */
+	struct kw_secret *pin;
 	struct kwd_p11 *p11; /* NULL until the HSM could be opened */
 	int p11_fatal; /* KW_ERR_HSM_PIN etc.: no more retries */
 	struct timespec p11_next;
@@ -157,7 +159,7 @@ keeper_p11(struct keeper *k, int *ret_err)
 	    (now.tv_sec == k->p11_next.tv_sec &&
 	        now.tv_nsec < k->p11_next.tv_nsec))
 		goto out;
-	rv = kwd_p11_open(&k->cfg->p11, &k->p11);
+	rv = kwd_p11_open(&k->p11cfg, &k->p11);
 	if (rv == KW_OK) {
 		p = k->p11;
 		goto out;
@@ -1101,14 +1103,30 @@ kwd_keeper_run(const struct kwd_keeper_args *a)
 	if (sfd < 0)
 		goto out;
 
-	if (kwd_sandbox_harden() != KW_OK ||
-	    kwd_sandbox_drop(a->cfg->keeper_user, NULL) != KW_OK)
+	if (kwd_sandbox_harden() != KW_OK)
 		goto out;
 	rv = kw_secure_init(0);
 	if (rv != KW_OK) {
 		kw_log(KW_LOG_ERR, "keeper.memlock", kw_strerror(rv), );
 		goto out;
 	}
+	/* A PIN file is read before the drop: systemd credentials are
+	 * readable by root only. The layer keeps it in locked memory for
+	 * the logins a reconnect needs. */
+	k.p11cfg = a->cfg->p11;
+	if (k.p11cfg.pin_file != NULL) {
+		rv = kw_secret_read_file(k.p11cfg.pin_file, KWD_P11_PIN_MAX,
+		    &k.pin);
+		if (rv != KW_OK) {
+			kw_log(KW_LOG_ERR, "keeper.pin", kw_strerror(rv),
+			    KW_F("path", k.p11cfg.pin_file));
+			goto out;
+		}
+		k.p11cfg.pin_file = NULL;
+		k.p11cfg.pin = k.pin;
+	}
+	if (kwd_sandbox_drop(a->cfg->keeper_user, NULL) != KW_OK)
+		goto out;
 	if (keeper_open(&k, a->cfg) != KW_OK)
 		goto out;
 	if (kwd_sandbox_seccomp_keeper() != KW_OK) {
@@ -1179,6 +1197,7 @@ out:
 		kwd_audit_free(k.audit);
 	}
 	kwd_p11_free(k.p11);
+	kw_secret_free(k.pin);
 	kwd_store_free(k.store);
 	kwd_policy_free(k.policy);
 	if (sfd >= 0)

@@ -22,6 +22,7 @@
 #include <getopt.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <arpa/inet.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
@@ -148,6 +149,59 @@ listen_on(const char *addr, const char *what)
 	}
 	freeaddrinfo(res);
 	return fd;
+}
+
+/*
+ * Socket activation (sd_listen_fds(3)): systemd made the listening
+ * sockets and passes them from fd 3 on. Each is matched to listen or
+ * metrics_listen by its address, so the unit and the configuration must
+ * agree; a missing one is an error. Returns 1 if activated, 0 if not, -1
+ * on error.
+ */
+static int
+take_listen_fds(const struct kwd_config *cfg, int *api_fd, int *metrics_fd)
+{
+	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+	long n;
+
+	if (pid == NULL || fds == NULL || atol(pid) != (long)getpid())
+		return 0;
+	n = atol(fds);
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	for (int fd = 3; fd < 3 + n && fd < 64; fd++) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof ss;
+		char host[INET6_ADDRSTRLEN + 2], serv[16], addr[96];
+
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+		if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0 ||
+		    getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host,
+		        serv, sizeof serv,
+		        NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+			continue;
+		snprintf(addr, sizeof addr,
+		    ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, serv);
+		if (strcmp(addr, cfg->listen) == 0)
+			*api_fd = fd;
+		else if (cfg->metrics_listen != NULL &&
+		    strcmp(addr, cfg->metrics_listen) == 0)
+			*metrics_fd = fd;
+		else
+			kw_log(KW_LOG_WARN, "master.listen_fds",
+			    "a socket passed by systemd matches neither listen "
+			    "nor metrics_listen",
+			    KW_F("address", addr));
+	}
+	if (*api_fd < 0 || (cfg->metrics_listen != NULL && *metrics_fd < 0)) {
+		kw_log(KW_LOG_ERR, "master.listen_fds",
+		    "socket activation: the sockets passed by systemd must "
+		    "match listen and metrics_listen",
+		    KW_F("listen", cfg->listen));
+		return -1;
+	}
+	return 1;
 }
 
 static int
@@ -374,7 +428,7 @@ static int
 run(struct kwd_config *cfg, const char *config_path)
 {
 	struct children ch = {0, 0, 0, 0};
-	int api_fd, metrics_fd = -1, sfd, status = 1;
+	int api_fd = -1, metrics_fd = -1, sfd, status = 1, activated = 0;
 	long wd = watchdog_ms();
 	sigset_t set;
 
@@ -390,10 +444,16 @@ run(struct kwd_config *cfg, const char *config_path)
 	sfd = signalfd(-1, &set, SFD_CLOEXEC);
 	if (sfd < 0)
 		return 1;
-	api_fd = listen_on(cfg->listen, "listen");
-	if (api_fd < 0)
+	api_fd = -1;
+	activated = take_listen_fds(cfg, &api_fd, &metrics_fd);
+	if (activated < 0)
 		goto out;
-	if (cfg->metrics_listen != NULL) {
+	if (!activated) {
+		api_fd = listen_on(cfg->listen, "listen");
+		if (api_fd < 0)
+			goto out;
+	}
+	if (!activated && cfg->metrics_listen != NULL) {
 		metrics_fd = listen_on(cfg->metrics_listen, "metrics_listen");
 		if (metrics_fd < 0)
 			goto out;
@@ -467,9 +527,12 @@ run(struct kwd_config *cfg, const char *config_path)
 			if (++ch.restarts > 5)
 				sleep(1);
 			/* Fresh listening sockets: the old front shared them
-			 * and may have shut them down on its way out (MHD
-			 * does), which would leave the new one deaf. */
-			if (relisten(cfg, &api_fd, &metrics_fd) != 0) {
+			 * and could have shut them down (a clean front
+			 * quiesces instead; a compromised one might not).
+			 * Under socket activation there is no network to
+			 * bind in: the systemd sockets are kept. */
+			if (!activated &&
+			    relisten(cfg, &api_fd, &metrics_fd) != 0) {
 				stop_children(&ch);
 				goto out;
 			}

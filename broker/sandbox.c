@@ -490,7 +490,7 @@ front_warm_up(void)
 	if (pthread_create(&t, NULL, malloc_warm_thread, blocks) != 0 ||
 	    pthread_join(t, NULL) != 0) {
 		kw_log(KW_LOG_ERR, "sandbox.seccomp",
-		    "cannot run the malloc warm-up thread");
+		    "cannot run the malloc warm-up thread", );
 		goto out;
 	}
 	rv = KW_OK;

@@ -956,7 +956,9 @@ kwd_p11_open(const struct kwd_p11_config *cfg, struct kwd_p11 **ret_p11)
 		    "pkcs11.module is required", );
 		return KW_ERR_CONFIG;
 	}
-	if ((cfg->pin_file == NULL) == (cfg->pin_env == NULL)) {
+	if ((cfg->pin_file != NULL) + (cfg->pin_env != NULL) +
+	        (cfg->pin != NULL) !=
+	    1) {
 		kw_log(KW_LOG_ERR, "config.pkcs11_pin",
 		    "exactly one of pkcs11.pin_file and pkcs11.pin_env is "
 		    "required", );
@@ -979,7 +981,13 @@ kwd_p11_open(const struct kwd_p11_config *cfg, struct kwd_p11 **ret_p11)
 	rv = parse_token_selector(cfg->token, &p->uri);
 	if (rv != KW_OK)
 		goto out;
-	if (cfg->pin_file != NULL) {
+	if (cfg->pin != NULL) {
+		rv = kw_secret_new(kw_secret_len(cfg->pin), &p->pin_kept);
+		if (rv != KW_OK)
+			goto out;
+		memcpy(kw_secret_data(p->pin_kept), kw_secret_data(cfg->pin),
+		    kw_secret_len(cfg->pin));
+	} else if (cfg->pin_file != NULL) {
 		p->pin_file = strdup(cfg->pin_file);
 		if (p->pin_file == NULL) {
 			rv = KW_ERR_NOMEM;

@@ -55,9 +55,12 @@ struct kwd_p11_config {
 	/* An RFC 7512 PKCS#11 URI selecting one token ("pkcs11:token=x"),
 	 * or a plain token label. */
 	const char *token;
-	/* Where the user PIN comes from: exactly one of these. */
+	/* Where the user PIN comes from: exactly one of these. pin is a PIN
+	 * the caller read already (a process that drops privileges reads a
+	 * root-only credential first); the layer keeps its own copy. */
 	const char *pin_file;
 	const char *pin_env;
+	const struct kw_secret *pin;
 };
 
 struct kwd_p11_object {
