@@ -18,7 +18,7 @@
 
 struct kwd_front_args {
 	const struct kwd_config *cfg;
-	int api_fd;	/* listening TCP socket for the mTLS API (bound) */
+	int api_fd; /* listening TCP socket for the mTLS API (bound) */
 	int metrics_fd; /* listening TCP socket for /metrics, -1: none */
 	/* SOCK_SEQPACKET channels to the keeper: cfg->workers of them for
 	 * the API threads (one each), then one for the metrics listener. */

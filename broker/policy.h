@@ -79,9 +79,8 @@ void kwd_policy_free(struct kwd_policy *p);
  * required context key was missing or did not match.
  */
 bool kwd_policy_check(const struct kwd_policy *p, const char *identity,
-    enum kwd_policy_op op, const char *resource,
-    const struct kwd_ctx_pair *ctx, size_t nctx, char *reason,
-    size_t reasonlen);
+    enum kwd_policy_op op, const char *resource, const struct kwd_ctx_pair *ctx,
+    size_t nctx, char *reason, size_t reasonlen);
 
 /* kwd_policy_glob: the matcher itself ('*' only), exposed for tests. */
 bool kwd_policy_glob(const char *pattern, const char *s);

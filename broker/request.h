@@ -28,11 +28,11 @@
 #define KWD_REQ_CTX_VAL_MAX 256
 
 struct kwd_req {
-	char name[64];		  /* POST /v1/keys */
+	char name[64]; /* POST /v1/keys */
 	uint64_t rotation_period; /* UINT64_MAX: not given */
 	uint32_t min_decrypt_version; /* 0: not given */
-	uint32_t version;	      /* 0: not given */
-	int state;		      /* -1: not given; enum kwd_key_state */
+	uint32_t version; /* 0: not given */
+	int state; /* -1: not given; enum kwd_key_state */
 	size_t nctx;
 	char ctx_key[KWD_CTX_MAX_PAIRS][KWD_REQ_CTX_KEY_MAX + 1];
 	char ctx_val[KWD_CTX_MAX_PAIRS][KWD_REQ_CTX_VAL_MAX + 1];
@@ -42,17 +42,17 @@ struct kwd_req {
 
 enum kwd_req_kind {
 	KWD_REQ_KEY_CREATE, /* {"name", "rotation_period"?} */
-	KWD_REQ_KEY_PATCH,  /* {"min_decrypt_version"?, "rotation_period"?,
+	KWD_REQ_KEY_PATCH, /* {"min_decrypt_version"?, "rotation_period"?,
 			       "version"?, "state"?}: at least one; state
 			       needs version; state is "decrypt-only" or
 			       "disabled" */
-	KWD_REQ_EMPTY,	    /* rotate: empty body or {} */
-	KWD_REQ_DATAKEY,    /* {"context"} */
-	KWD_REQ_UNWRAP,	    /* decrypt, rewrap: {"wrapped", "context"} */
+	KWD_REQ_EMPTY, /* rotate: empty body or {} */
+	KWD_REQ_DATAKEY, /* {"context"} */
+	KWD_REQ_UNWRAP, /* decrypt, rewrap: {"wrapped", "context"} */
 };
 
-KW_WUR int kwd_req_parse(enum kwd_req_kind kind, const char *body,
-    size_t len, struct kwd_req *ret_req, char *err, size_t errlen);
+KW_WUR int kwd_req_parse(enum kwd_req_kind kind, const char *body, size_t len,
+    struct kwd_req *ret_req, char *err, size_t errlen);
 
 /* kwd_req_ctx: the context as pairs pointing into req. */
 size_t kwd_req_ctx(const struct kwd_req *req,

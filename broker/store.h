@@ -33,11 +33,11 @@
 #define KWD_STORE_MAX_VERSIONS 1000
 
 enum kwd_key_state {
-	KWD_KEY_PENDING = 0,	  /* being created: never used */
-	KWD_KEY_ACTIVE = 1,	  /* wraps new DEKs; exactly one per key */
+	KWD_KEY_PENDING = 0, /* being created: never used */
+	KWD_KEY_ACTIVE = 1, /* wraps new DEKs; exactly one per key */
 	KWD_KEY_DECRYPT_ONLY = 2, /* unwraps only */
-	KWD_KEY_DISABLED = 3,	  /* refuses everything, can be re-enabled */
-	KWD_KEY_DESTROYED = 4,	  /* gone from the HSM (later issue) */
+	KWD_KEY_DISABLED = 3, /* refuses everything, can be re-enabled */
+	KWD_KEY_DESTROYED = 4, /* gone from the HSM (later issue) */
 };
 
 const char *kwd_key_state_name(enum kwd_key_state s); /* "decrypt-only" */
@@ -55,8 +55,8 @@ struct kwd_key {
 	char name[64];
 	uint64_t created;
 	uint32_t min_decrypt_version; /* versions below it never unwrap */
-	uint64_t rotation_period;     /* seconds, 0 = manual only */
-	uint32_t active;	      /* the ACTIVE version, 0 if none */
+	uint64_t rotation_period; /* seconds, 0 = manual only */
+	uint32_t active; /* the ACTIVE version, 0 if none */
 	size_t nversions;
 	struct kwd_key_version versions[KWD_STORE_MAX_VERSIONS];
 };
@@ -121,7 +121,7 @@ KW_WUR int kwd_store_key_list(struct kwd_store *st,
  * rotate first. KW_ERR_INVALID with no change made for a refused request.
  */
 KW_WUR int kwd_store_key_patch(struct kwd_store *st, const char *name,
-    uint32_t min_decrypt_version, uint64_t rotation_period,
-    uint32_t version, enum kwd_key_state state);
+    uint32_t min_decrypt_version, uint64_t rotation_period, uint32_t version,
+    enum kwd_key_state state);
 
 #endif /* KWD_STORE_H */
