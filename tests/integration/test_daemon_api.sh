@@ -5,6 +5,22 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 kw_need
 kw_setup
+
+# --- keywardd -t: a good configuration passes, a broken one is named
+"$KW_BIN" -t -c "$KW_CFG" >"$KW_DIR/t.out" 2>&1 || kw_fail "keywardd -t: $(cat "$KW_DIR/t.out")"
+sed 's/"workers": 2/"workers": 99/' "$KW_CFG" >"$KW_DIR/bad.json"
+if "$KW_BIN" -t -c "$KW_DIR/bad.json" >"$KW_DIR/t.out" 2>&1; then
+	kw_fail "keywardd -t accepted workers=99"
+fi
+grep -q "workers" "$KW_DIR/t.out" || kw_fail "keywardd -t does not name the field: $(cat "$KW_DIR/t.out")"
+cp "$KW_ENV/policy.json" "$KW_DIR/policy.bak"
+printf '{"version":1,"rules":[{"identity":"x","grants":[{"operations":["decrypt2"],"resources":["*"]}]}]}' >"$KW_ENV/policy.json"
+if "$KW_BIN" -t -c "$KW_CFG" >"$KW_DIR/t.out" 2>&1; then
+	kw_fail "keywardd -t accepted a broken policy"
+fi
+grep -q "decrypt2" "$KW_DIR/t.out" || kw_fail "keywardd -t: policy error unclear: $(cat "$KW_DIR/t.out")"
+cp "$KW_DIR/policy.bak" "$KW_ENV/policy.json"
+
 kw_start
 
 ctx='{"context":{"dataset":"imagenet-2026","purpose":"train"}}'
