@@ -36,12 +36,18 @@
 #include "store.h"
 
 #define HSM_RETRY_MS 1000
+#define META_BUCKETS 256
 #define RECV_TICK_MS 100
 
 /* Latency buckets for HSM operations, seconds. */
 static const double hsm_buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025,
     0.005, 0.01, 0.1, 1};
 #define NBUCKETS (sizeof hsm_buckets / sizeof hsm_buckets[0])
+
+struct meta;
+struct keeper;
+
+static void meta_forget(struct keeper *k, const char *name);
 
 struct keeper {
 	const struct kwd_config *cfg;
@@ -51,6 +57,9 @@ struct keeper {
 
 	pthread_mutex_t store_lock;
 	struct kwd_store *store;
+
+	pthread_rwlock_t meta_lock;
+	struct meta *meta[META_BUCKETS];
 
 	struct kwd_audit *audit; /* NULL: could not be opened */
 	char audit_open_reason[160];
@@ -433,6 +442,7 @@ new_version(struct worker *wk, const char *name, bool create, uint64_t rotation,
 		goto out;
 	}
 	rv = kwd_store_version_commit(k->store, name, version);
+	meta_forget(k, name);
 	if (rv != KW_OK)
 		snprintf(reason, rlen, "store commit: %s", kw_error_name(rv));
 	else
@@ -470,57 +480,190 @@ do_key_list(struct worker *wk, uint64_t rid, const char *identity)
 
 /* ---- data keys ---- */
 
-/* The key and version a request may use, checked against the store. */
+/*
+ * Key metadata cache. Every data-key request needs the key's active
+ * version or a version's state; reading them from SQLite costs a read
+ * transaction (several system calls) under the store lock, which would
+ * funnel every worker through one mutex. The keeper is the store's only
+ * writer, so a cache is exact if it is filled and invalidated under the
+ * store lock: a load cannot interleave with a write.
+ */
+struct meta_ver {
+	uint32_t version;
+	uint8_t state;
+};
+
+struct meta {
+	struct meta *next;
+	char name[64];
+	uint32_t active;
+	uint32_t min_decrypt;
+	size_t n;
+	struct meta_ver v[]; /* all versions but PENDING */
+};
+
+static size_t
+meta_bucket(const char *name)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+
+	for (; *name; name++)
+		h = (h ^ (unsigned char)*name) * 1099511628211ull;
+	return (size_t)(h % META_BUCKETS);
+}
+
+/* Called with k->meta_lock held (read or write). */
+static struct meta *
+meta_find(struct keeper *k, const char *name)
+{
+	struct meta *m = k->meta[meta_bucket(name)];
+
+	while (m != NULL && strcmp(m->name, name) != 0)
+		m = m->next;
+	return m;
+}
+
+/* Drop name's entry; the caller holds k->store_lock. */
+static void
+meta_forget(struct keeper *k, const char *name)
+{
+	struct meta **pp;
+
+	pthread_rwlock_wrlock(&k->meta_lock);
+	for (pp = &k->meta[meta_bucket(name)]; *pp != NULL; pp = &(*pp)->next) {
+		if (strcmp((*pp)->name, name) == 0) {
+			struct meta *m = *pp;
+
+			*pp = m->next;
+			free(m);
+			break;
+		}
+	}
+	pthread_rwlock_unlock(&k->meta_lock);
+}
+
+/* Load name from the store into the cache; the caller holds store_lock. */
 static int
-usable_version(struct keeper *k, const char *name, uint32_t want, bool for_wrap,
-    uint32_t *ret_version, char *reason, size_t rlen)
+meta_load(struct keeper *k, const char *name)
 {
 	struct kwd_key *key = malloc(sizeof *key);
+	struct meta *m = NULL;
+	size_t b;
 	int rv;
 
 	if (key == NULL)
 		return KW_ERR_NOMEM;
-	pthread_mutex_lock(&k->store_lock);
 	rv = kwd_store_key_get(k->store, name, key);
-	pthread_mutex_unlock(&k->store_lock);
-	if (rv != KW_OK) {
-		snprintf(reason, rlen, "no such key");
+	if (rv != KW_OK)
+		goto out;
+	m = malloc(sizeof *m + key->nversions * sizeof m->v[0]);
+	if (m == NULL) {
+		rv = KW_ERR_NOMEM;
 		goto out;
 	}
-	if (for_wrap) {
-		if (key->active == 0) {
-			snprintf(reason, rlen, "no active version");
-			rv = KW_ERR_UNAVAILABLE;
-			goto out;
-		}
-		*ret_version = key->active;
-		goto out;
-	}
-	rv = KW_ERR_DENIED;
-	snprintf(reason, rlen, "version %u unknown", want);
+	snprintf(m->name, sizeof m->name, "%s", key->name);
+	m->active = key->active;
+	m->min_decrypt = key->min_decrypt_version;
+	m->n = key->nversions;
 	for (size_t i = 0; i < key->nversions; i++) {
-		const struct kwd_key_version *v = &key->versions[i];
-
-		if (v->version != want)
-			continue;
-		if (want < key->min_decrypt_version)
-			snprintf(reason, rlen,
-			    "version %u is below min_decrypt_version %u", want,
-			    key->min_decrypt_version);
-		else if (v->state != KWD_KEY_ACTIVE &&
-		    v->state != KWD_KEY_DECRYPT_ONLY)
-			snprintf(reason, rlen, "version %u is %s", want,
-			    kwd_key_state_name(v->state));
-		else
-			rv = KW_OK;
+		m->v[i].version = key->versions[i].version;
+		m->v[i].state = (uint8_t)key->versions[i].state;
 	}
-	if (rv == KW_OK) {
-		snprintf(reason, rlen, "version %u", want);
-		*ret_version = want;
+	pthread_rwlock_wrlock(&k->meta_lock);
+	if (meta_find(k, name) == NULL) {
+		b = meta_bucket(name);
+		m->next = k->meta[b];
+		k->meta[b] = m;
+		m = NULL;
 	}
+	pthread_rwlock_unlock(&k->meta_lock);
 out:
+	free(m);
 	free(key);
 	return rv;
+}
+
+static void
+meta_clear(struct keeper *k)
+{
+	for (size_t b = 0; b < META_BUCKETS; b++) {
+		while (k->meta[b] != NULL) {
+			struct meta *m = k->meta[b];
+
+			k->meta[b] = m->next;
+			free(m);
+		}
+	}
+}
+
+/* Decide from a cache entry; called with k->meta_lock held. */
+static int
+meta_decide(const struct meta *m, uint32_t want, bool for_wrap,
+    uint32_t *ret_version, char *reason, size_t rlen)
+{
+	if (for_wrap) {
+		if (m->active == 0) {
+			snprintf(reason, rlen, "no active version");
+			return KW_ERR_UNAVAILABLE;
+		}
+		*ret_version = m->active;
+		return KW_OK;
+	}
+	for (size_t i = 0; i < m->n; i++) {
+		if (m->v[i].version != want)
+			continue;
+		if (want < m->min_decrypt) {
+			snprintf(reason, rlen,
+			    "version %u is below min_decrypt_version %u", want,
+			    m->min_decrypt);
+			return KW_ERR_DENIED;
+		}
+		if (m->v[i].state != KWD_KEY_ACTIVE &&
+		    m->v[i].state != KWD_KEY_DECRYPT_ONLY) {
+			snprintf(reason, rlen, "version %u is %s", want,
+			    kwd_key_state_name(m->v[i].state));
+			return KW_ERR_DENIED;
+		}
+		snprintf(reason, rlen, "version %u", want);
+		*ret_version = want;
+		return KW_OK;
+	}
+	snprintf(reason, rlen, "version %u unknown", want);
+	return KW_ERR_DENIED;
+}
+
+/* The key and version a request may use: the active one to wrap, or
+ * want if its state allows unwrapping. */
+static int
+usable_version(struct keeper *k, const char *name, uint32_t want, bool for_wrap,
+    uint32_t *ret_version, char *reason, size_t rlen)
+{
+	const struct meta *m;
+	int rv;
+
+	for (int pass = 0; pass < 2; pass++) {
+		pthread_rwlock_rdlock(&k->meta_lock);
+		m = meta_find(k, name);
+		if (m != NULL) {
+			rv = meta_decide(m, want, for_wrap, ret_version, reason,
+			    rlen);
+			pthread_rwlock_unlock(&k->meta_lock);
+			return rv;
+		}
+		pthread_rwlock_unlock(&k->meta_lock);
+		if (pass == 1)
+			break;
+		pthread_mutex_lock(&k->store_lock);
+		rv = meta_load(k, name);
+		pthread_mutex_unlock(&k->store_lock);
+		if (rv != KW_OK) {
+			snprintf(reason, rlen, "no such key");
+			return rv;
+		}
+	}
+	/* Loaded, then forgotten by a concurrent write: rare; retry later. */
+	snprintf(reason, rlen, "key changed during the request");
+	return KW_ERR_UNAVAILABLE;
 }
 
 /* Wrap a fresh or given DEK under name's active version. */
@@ -910,6 +1053,7 @@ handle(struct worker *wk)
 		pthread_mutex_lock(&k->store_lock);
 		rv = kwd_store_key_patch(k->store, name, mdv, rp, ver,
 		    (enum kwd_key_state)st);
+		meta_forget(k, name);
 		pthread_mutex_unlock(&k->store_lock);
 		if (rv == KW_OK)
 			rv = key_reply(wk, m->rid, name);
@@ -1091,6 +1235,7 @@ kwd_keeper_run(const struct kwd_keeper_args *a)
 	k.cfg = a->cfg;
 	pthread_rwlock_init(&k.policy_lock, NULL);
 	pthread_mutex_init(&k.store_lock, NULL);
+	pthread_rwlock_init(&k.meta_lock, NULL);
 	pthread_mutex_init(&k.p11_lock, NULL);
 
 	sigemptyset(&set);
@@ -1199,6 +1344,7 @@ out:
 	kwd_p11_free(k.p11);
 	kw_secret_free(k.pin);
 	kwd_store_free(k.store);
+	meta_clear(&k);
 	kwd_policy_free(k.policy);
 	if (sfd >= 0)
 		close(sfd);

@@ -369,10 +369,10 @@ static int
 parse_create(json_t *root, struct kwd_req *req, char *err, size_t errlen)
 {
 	static const char *const fields[] = {"name", "rotation_period", NULL};
-	unsigned long long n;
+	unsigned long long n = 0;
 	const char *name;
 	json_t *v;
-	bool have;
+	bool have = false;
 	int rv;
 
 	if ((rv = only_fields(root, fields, err, errlen)) != KW_OK)
@@ -403,9 +403,9 @@ parse_patch(json_t *root, struct kwd_req *req, char *err, size_t errlen)
 	static const char *const fields[] = {"min_decrypt_version",
 	    "rotation_period", "version", "state", NULL};
 	enum kwd_key_state st;
-	unsigned long long n;
+	unsigned long long n = 0;
 	json_t *v;
-	bool have;
+	bool have = false;
 	int rv;
 
 	if ((rv = only_fields(root, fields, err, errlen)) != KW_OK)
