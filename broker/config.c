@@ -21,6 +21,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "text.h"
+
 #define STR_MAX 4096
 
 enum ftype {
@@ -81,37 +83,12 @@ static const struct field p11_fields[] = {
     {"pin_env", F_ENVNAME, false, OFF(p11.pin_env)},
 };
 
-__attribute__((format(printf, 3, 4))) static int
-fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
+/* Every error here is a configuration error. */
+#define fail(err, errlen, ...) \
+	kw_errorf(KW_ERR_CONFIG, err, errlen, __VA_ARGS__)
 
-	if (err != NULL && errlen > 0) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return KW_ERR_CONFIG;
-}
-
-/*
- * A key from the file, fit for a one-line message: at most 48 bytes,
- * anything outside printable ASCII shown as '?'.
- */
-static const char *
-shown(const char *key, char buf[64])
-{
-	size_t i;
-
-	for (i = 0; key[i] != '\0' && i < 48; i++)
-		buf[i] = (key[i] >= 0x20 && key[i] < 0x7f) ? key[i] : '?';
-	if (key[i] != '\0') {
-		memcpy(buf + i, "...", 3);
-		i += 3;
-	}
-	buf[i] = '\0';
-	return buf;
-}
+/* A key from the file, fit for a one-line message. */
+#define shown(key, buf) kw_defang(key, 48, buf)
 
 static bool
 env_name_ok(const char *s)

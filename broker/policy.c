@@ -27,6 +27,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "text.h"
+
 #define MAX_RULES 4096
 #define MAX_GRANTS 64
 #define MAX_OPS 16
@@ -142,18 +144,8 @@ kwd_policy_op_name(enum kwd_policy_op op)
 	return op_names[op];
 }
 
-__attribute__((format(printf, 3, 4))) static int
-fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err != NULL && errlen > 0) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return KW_ERR_CONFIG;
-}
+#define fail(err, errlen, ...) \
+	kw_errorf(KW_ERR_CONFIG, err, errlen, __VA_ARGS__)
 
 __attribute__((format(printf, 3, 4))) static void
 say(char *reason, size_t reasonlen, const char *fmt, ...)
@@ -167,37 +159,18 @@ say(char *reason, size_t reasonlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-/*
- * At most max bytes of s, anything outside printable ASCII as '?', "..."
- * when cut. buf holds max + 4 bytes.
- */
-static const char *
-defang(const char *s, size_t max, char *buf)
-{
-	size_t i;
-
-	for (i = 0; s[i] != '\0' && i < max; i++)
-		buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
-	if (s[i] != '\0') {
-		memcpy(buf + i, "...", 3);
-		i += 3;
-	}
-	buf[i] = '\0';
-	return buf;
-}
-
 /* A key or value from the file, fit for a one-line message. */
 static const char *
 shown(const char *key, char buf[64])
 {
-	return defang(key, 48, buf);
+	return kw_defang(key, 48, buf);
 }
 
 /* A request's value or a policy glob, fit for a reason. */
 static const char *
 cut(const char *s, char buf[REASON_CUT + 4])
 {
-	return defang(s, REASON_CUT, buf);
+	return kw_defang(s, REASON_CUT, buf);
 }
 
 /*
@@ -698,7 +671,7 @@ kwd_policy_parse(const char *buf, size_t len, struct kwd_policy **ret_policy,
 	if (root == NULL) {
 		/* je.text may quote the input ("near '...'"). */
 		rv = fail(err, errlen, "line %d column %d: %s", je.line,
-		    je.column, defang(je.text, JSON_ERROR_TEXT_LENGTH, tbuf));
+		    je.column, kw_defang(je.text, JSON_ERROR_TEXT_LENGTH, tbuf));
 		goto out;
 	}
 	if (!json_is_object(root)) {

@@ -24,6 +24,7 @@
 
 #include "name.h"
 #include "store.h"
+#include "text.h"
 
 /*
  * Hard caps of the parser itself; the front applies the (smaller)
@@ -39,18 +40,8 @@
 /* Base64 of KWD_BLOB_MAX bytes, padded (RFC 4648 section 4). */
 #define B64_MAX (4 * ((KWD_BLOB_MAX + 2) / 3))
 
-__attribute__((format(printf, 3, 4))) static int
-fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err != NULL && errlen > 0) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return KW_ERR_INVALID;
-}
+#define fail(err, errlen, ...) \
+	kw_errorf(KW_ERR_INVALID, err, errlen, __VA_ARGS__)
 
 /*
  * A client's field name, fit for an error message: at most 32 bytes of
