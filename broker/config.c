@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -181,6 +182,8 @@ set_defaults(struct kwd_config *cfg)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
 
+	if (cfg->audit_sync_ms == ULONG_MAX)
+		cfg->audit_sync_ms = 100;
 	if (cfg->workers == 0)
 		cfg->workers = n < 1 ? 1 : n > 4 ? 4 : (unsigned long)n;
 	if (cfg->limits.max_body_bytes == 0)
@@ -329,6 +332,9 @@ kwd_config_parse(const char *buf, size_t len, struct kwd_config **ret_config,
 		rv = KW_ERR_NOMEM;
 		goto out;
 	}
+	/* 0 is a meaningful value here (sync every record): "unset" is
+	 * told apart by a value the schema cannot produce. */
+	cfg->audit_sync_ms = ULONG_MAX;
 	rv = parse_object(cfg, root, "", top_fields,
 	    sizeof top_fields / sizeof top_fields[0], top_known, err, errlen);
 	if (rv != KW_OK)

@@ -226,6 +226,19 @@ test_config_minimal_parses(void **state)
 	assert_string_equal(cfg->p11.pin_env, "KEYWARD_PIN");
 	assert_string_equal(cfg->p11.token, "keyward-dev");
 	assert_int_equal(cfg->p11_nenv, 0);
+	/* Defaults of what the file leaves out. */
+	assert_int_equal(cfg->audit_sync_ms, 100);
+	assert_true(cfg->workers >= 1 && cfg->workers <= 4);
+	assert_int_equal(cfg->limits.max_body_bytes, 64 * 1024);
+	assert_int_equal(cfg->limits.rate_per_s, 1000);
+	assert_int_equal(cfg->limits.rate_burst, 2000);
+	kwd_config_free(cfg);
+	/* 0 is a value of its own: sync every record. */
+	json = "{\"audit_sync_ms\":0,\"pkcs11\":{" MODULE ",\"token\":\"t\","
+	       "\"pin_env\":\"KEYWARD_PIN\"}}";
+	assert_int_equal(kwd_config_parse(json, strlen(json), &cfg, NULL, 0),
+	    KW_OK);
+	assert_int_equal(cfg->audit_sync_ms, 0);
 	kwd_config_free(cfg);
 }
 
