@@ -671,7 +671,8 @@ kwd_policy_parse(const char *buf, size_t len, struct kwd_policy **ret_policy,
 	if (root == NULL) {
 		/* je.text may quote the input ("near '...'"). */
 		rv = fail(err, errlen, "line %d column %d: %s", je.line,
-		    je.column, kw_defang(je.text, JSON_ERROR_TEXT_LENGTH, tbuf));
+		    je.column,
+		    kw_defang(je.text, JSON_ERROR_TEXT_LENGTH, tbuf));
 		goto out;
 	}
 	if (!json_is_object(root)) {
