@@ -1095,28 +1095,42 @@ out:
 	return rv;
 }
 
+/*
+ * Open a write transaction on a version that must be PENDING: the start
+ * of both commit and abandon. The caller ends the transaction either way.
+ */
+static int
+pending_begin(struct kwd_store *st, const char *name, uint32_t version,
+    const char *what)
+{
+	enum kwd_key_state state;
+	int rv;
+
+	if ((rv = tx_begin(st, true)) < 0)
+		return rv;
+	if ((rv = version_state(st, name, version, &state)) < 0)
+		return rv;
+	if (state != KWD_KEY_PENDING) {
+		kw_log(KW_LOG_DEBUG, "store.refused",
+		    "the version is not pending", KW_F("what", what),
+		    KW_F("key", name), KW_F("version", version),
+		    KW_F("state", kwd_key_state_name(state)));
+		return KW_ERR_INVALID;
+	}
+	return 0;
+}
+
 int
 kwd_store_version_commit(struct kwd_store *st, const char *name,
     uint32_t version)
 {
-	enum kwd_key_state state;
 	sqlite3_stmt *s;
 	int rv;
 
 	if (st == NULL || !kw_name_valid(name) || version == 0)
 		return KW_ERR_INVALID;
-	if ((rv = tx_begin(st, true)) < 0)
+	if ((rv = pending_begin(st, name, version, "commit")) < 0)
 		goto out;
-	if ((rv = version_state(st, name, version, &state)) < 0)
-		goto out;
-	if (state != KWD_KEY_PENDING) {
-		kw_log(KW_LOG_DEBUG, "store.refused",
-		    "commit of a version that is not pending",
-		    KW_F("key", name), KW_F("version", version),
-		    KW_F("state", kwd_key_state_name(state)));
-		rv = KW_ERR_INVALID;
-		goto out;
-	}
 	/* Demote first: the partial unique index allows one ACTIVE row. */
 	s = use(st, S_VER_DEMOTE);
 	if ((rv = bind_text(st, s, 1, name)) < 0 ||
@@ -1141,25 +1155,14 @@ int
 kwd_store_version_abandon(struct kwd_store *st, const char *name,
     uint32_t version)
 {
-	enum kwd_key_state state;
 	sqlite3_stmt *s;
 	uint32_t left;
 	int rv;
 
 	if (st == NULL || !kw_name_valid(name) || version == 0)
 		return KW_ERR_INVALID;
-	if ((rv = tx_begin(st, true)) < 0)
+	if ((rv = pending_begin(st, name, version, "abandon")) < 0)
 		goto out;
-	if ((rv = version_state(st, name, version, &state)) < 0)
-		goto out;
-	if (state != KWD_KEY_PENDING) {
-		kw_log(KW_LOG_DEBUG, "store.refused",
-		    "abandon of a version that is not pending",
-		    KW_F("key", name), KW_F("version", version),
-		    KW_F("state", kwd_key_state_name(state)));
-		rv = KW_ERR_INVALID;
-		goto out;
-	}
 	s = use(st, S_VER_DELETE);
 	if ((rv = bind_text(st, s, 1, name)) < 0 ||
 	    (rv = bind_i64(st, s, 2, version)) < 0 ||
