@@ -72,6 +72,7 @@ struct keeper {
 	struct timespec p11_next;
 
 	_Atomic bool stop;
+	_Atomic size_t live_workers;
 	_Atomic uint64_t requests_ok, requests_denied, requests_failed;
 	_Atomic uint64_t hsm_ops, hsm_errors;
 	_Atomic uint64_t hsm_hist[NBUCKETS + 1];
@@ -1157,8 +1158,11 @@ worker_main(void *arg)
 	}
 	close(wk->fd);
 	wk->fd = -1;
-	/* One channel gone means the front is gone or misbehaving. */
-	atomic_store(&k->stop, true);
+	/* The keeper keeps serving its other channels; once the front is
+	 * gone, all of them end and so does the keeper (the master then
+	 * starts a new pair). */
+	if (atomic_fetch_sub(&k->live_workers, 1) == 1)
+		atomic_store(&k->stop, true);
 	return NULL;
 }
 
@@ -1298,6 +1302,7 @@ kwd_keeper_run(const struct kwd_keeper_args *a)
 	wks = calloc(a->nchan, sizeof *wks);
 	if (wks == NULL)
 		goto out;
+	atomic_store(&k.live_workers, a->nchan);
 	for (size_t i = 0; i < a->nchan; i++) {
 		wks[i].k = &k;
 		wks[i].fd = a->chan[i];
