@@ -710,21 +710,25 @@ kwd_ipc_recv(int fd, unsigned char *buf, size_t *ret_len, int timeout_ms)
 	if (timeout_ms >= 0)
 		deadline = now_ns() + (int64_t)timeout_ms * 1000000;
 	for (;;) {
-		rv = wait_readable(fd, timeout_ms, deadline);
-		if (rv != KW_OK)
-			goto out;
 		memset(&mh, 0, sizeof mh);
 		mh.msg_iov = &iov;
 		mh.msg_iovlen = 1;
-		/* MSG_DONTWAIT: another reader may have taken the packet
-		 * between poll and here; then wait again. */
+		/* Try first, wait only when nothing is there: under load the
+		 * next frame is usually queued already, and a poll() per
+		 * frame would be a system call for nothing. MSG_DONTWAIT also
+		 * covers another reader taking the packet after a poll. */
 		n = recvmsg(fd, &mh, MSG_DONTWAIT);
 		if (n >= 0)
 			break;
-		if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK) {
 			rv = KW_ERR_IO;
 			goto out;
 		}
+		rv = wait_readable(fd, timeout_ms, deadline);
+		if (rv != KW_OK)
+			goto out;
 	}
 	if (n == 0) {
 		rv = KW_ERR_IO; /* peer closed (or sent an empty packet) */
