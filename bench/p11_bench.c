@@ -6,7 +6,7 @@
  *
  *   direct  the module's own function list, doing per operation exactly
  *           the calls kwd_p11_gcm_seal / kwd_p11_ecdsa_sign make
- *           (randombytes_buf + C_EncryptInit(CKM_AES_GCM) + C_Encrypt;
+ *           (kw_random_buf + C_EncryptInit(CKM_AES_GCM) + C_Encrypt;
  *           C_SignInit(CKM_ECDSA) + C_Sign), with the key handles found
  *           once before timing;
  *   layer   kwd_p11_gcm_seal and kwd_p11_ecdsa_sign through one worker.
@@ -130,7 +130,7 @@ direct_gcm(struct bench *b)
 
 	/* What kwd_p11_gcm_seal does, call for call: the nonce draw is part
 	 * of the cost of a seal, so the baseline pays it too. */
-	randombytes_buf(nonce, sizeof nonce);
+	kw_random_buf(nonce, sizeof nonce);
 	gp.pIv = nonce;
 	gp.ulIvLen = sizeof nonce;
 	gp.ulIvBits = sizeof nonce * 8;

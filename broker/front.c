@@ -56,6 +56,7 @@
 #include "name.h"
 #include "request.h"
 #include "sandbox.h"
+#include "secret.h"
 #include "store.h"
 
 /*
@@ -1863,7 +1864,8 @@ uri_log(void *cls, const char *uri, struct MHD_Connection *mc)
 	r->state = RS_NEW;
 	r->t0_ns = now_ns();
 	r->plaintext = true;
-	randombytes_buf(&r->rid, sizeof r->rid);
+	/* Unique and unguessable, without a getrandom(2) per request. */
+	kw_random_buf(&r->rid, sizeof r->rid);
 	snprintf(r->rid_hex, sizeof r->rid_hex, "%016" PRIx64, r->rid);
 	/* Before MHD splits off the query: the target as sent. */
 	r->uri = uri;

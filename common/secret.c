@@ -17,6 +17,7 @@
 #include <linux/capability.h>
 #include <pthread.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,85 @@ static struct {
 	size_t live;
 	struct chunk *head;
 } arena = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* ---- kw_random_buf: a per-thread generator ---- */
+
+#define RNG_KEY 32
+#define RNG_OUT 480 /* a refill: one 512-byte ChaCha20 block run */
+
+struct rng {
+	unsigned gen; /* rng_gen when keyed; 0: never */
+	size_t since_seed; /* bytes produced since the kernel keyed it */
+	size_t pos; /* next unused byte of out; RNG_OUT: empty */
+	unsigned char key[RNG_KEY];
+	unsigned char out[RNG_OUT];
+};
+
+static _Thread_local struct rng rng;
+/* Bumped in the child of every fork(): a thread state keyed before it
+ * (copied into the child with the forking thread) is then keyed again. */
+static _Atomic unsigned rng_gen = 1;
+static pthread_once_t rng_once = PTHREAD_ONCE_INIT;
+
+static void
+rng_forked(void)
+{
+	atomic_fetch_add(&rng_gen, 1);
+}
+
+static void
+rng_register(void)
+{
+	/* Cannot fail but for memory; then a child could replay its
+	 * parent's stream, which no keyward process risks: die. */
+	if (pthread_atfork(NULL, NULL, rng_forked) != 0)
+		abort();
+}
+
+static void
+rng_refill(struct rng *r)
+{
+	unsigned char block[RNG_KEY + RNG_OUT];
+
+	randombytes_buf_deterministic(block, sizeof block, r->key);
+	memcpy(r->key, block, RNG_KEY);
+	memcpy(r->out, block + RNG_KEY, RNG_OUT);
+	sodium_memzero(block, sizeof block);
+	r->pos = 0;
+}
+
+void
+kw_random_buf(void *buf, size_t len)
+{
+	struct rng *r = &rng;
+	unsigned char *p = buf;
+	unsigned gen;
+
+	/* Registered before the first state exists, so no fork can copy
+	 * a state unseen. */
+	pthread_once(&rng_once, rng_register);
+	gen = atomic_load(&rng_gen);
+	if (r->gen != gen || r->since_seed >= KW_RANDOM_RESEED_BYTES) {
+		randombytes_buf(r->key, RNG_KEY);
+		sodium_memzero(r->out, sizeof r->out);
+		r->gen = gen;
+		r->since_seed = 0;
+		r->pos = RNG_OUT;
+	}
+	while (len > 0) {
+		size_t n;
+
+		if (r->pos == RNG_OUT)
+			rng_refill(r);
+		n = RNG_OUT - r->pos < len ? RNG_OUT - r->pos : len;
+		memcpy(p, r->out + r->pos, n);
+		sodium_memzero(r->out + r->pos, n);
+		r->pos += n;
+		r->since_seed += n;
+		p += n;
+		len -= n;
+	}
+}
 
 void
 kw_memzero(void *p, size_t len)

@@ -84,6 +84,21 @@ KW_WUR int kw_secret_take_env(const char *name, size_t max,
 
 void kw_secure_stats(struct kw_secure_stats *ret_stats);
 
+/*
+ * kw_random_buf: len unpredictable bytes without a system call per draw,
+ * for values drawn per request that must not repeat or be guessed but are
+ * no keys: GCM nonces, request ids. A per-thread ChaCha20 generator
+ * (libsodium's randombytes_buf_deterministic) keyed from the kernel
+ * (randombytes_buf) on the thread's first draw, again after every fork
+ * (a child never replays its parent's stream) and every
+ * KW_RANDOM_RESEED_BYTES. Fast key erasure: each refill replaces the key
+ * with the first 32 bytes of its own output and every byte handed out
+ * is wiped from the buffer, so the state never lets anyone recompute an
+ * earlier output. Never fails; not for keys (those come from the HSM).
+ */
+#define KW_RANDOM_RESEED_BYTES ((size_t)1 << 20)
+void kw_random_buf(void *buf, size_t len);
+
 /* kw_memzero: wipe a stack or heap copy in a way the compiler keeps. */
 void kw_memzero(void *p, size_t len);
 

@@ -1311,8 +1311,11 @@ kwd_p11_gcm_seal(struct kwd_p11_worker *w, const char *name, uint32_t version,
 	if (rv != KW_OK)
 		return rv;
 	/* A random 96-bit nonce per call (NIST SP 800-38D 8.2.2); callers
-	 * bound the number of calls per key version. */
-	randombytes_buf(nonce, sizeof nonce);
+	 * bound the number of calls per key version. kw_random_buf: a
+	 * ChaCha20 stream keyed from the kernel per thread and again after
+	 * fork (secret.h), as unpredictable and as unlikely to repeat as the
+	 * kernel's own bytes, without a getrandom(2) per seal. */
+	kw_random_buf(nonce, sizeof nonce);
 	gp.pIv = nonce;
 	gp.ulIvLen = sizeof nonce;
 	gp.ulIvBits = sizeof nonce * 8;
