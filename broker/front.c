@@ -71,6 +71,9 @@
 #define MEM_LIMIT (16 * 1024)
 #define IPC_TIMEOUT_MS 5000
 #define HEALTH_TIMEOUT_MS 1000
+/* How often a wait for the keeper looks at its deadline: a timeout
+ * fires at most this much late. */
+#define IPC_TICK_MS 50
 #define ABANDONED_MAX 8
 #define TLS_FILE_MAX (1024 * 1024)
 #define METRICS_CONN_LIMIT 16
@@ -793,7 +796,7 @@ call(struct chan *ch, uint64_t rid, uint16_t want, int timeout_ms)
 		kwd_msg_wipe(&ch->out);
 		return KW_ERR_INTERNAL;
 	}
-	rv = kwd_ipc_send(ch->fd, &ch->out);
+	rv = kwd_ipc_send_nowait(ch->fd, &ch->out);
 	kwd_msg_wipe(&ch->out);
 	if (rv == KW_ERR_UNAVAILABLE)
 		return KW_ERR_UNAVAILABLE; /* channel full: the keeper lags */
@@ -806,7 +809,7 @@ call(struct chan *ch, uint64_t rid, uint16_t want, int timeout_ms)
 
 		if (left < 0)
 			left = 0;
-		rv = kwd_ipc_recv(ch->fd, ch->in, &ch->inlen, (int)left);
+		rv = kwd_ipc_chan_recv(ch->fd, ch->in, &ch->inlen, (int)left);
 		if (rv == KW_ERR_TIMEOUT) {
 			abandoned_add(ch, rid);
 			kw_log(KW_LOG_WARN, "front.ipc_timeout",
@@ -2684,13 +2687,12 @@ init_state(const struct kwd_front_args *args)
 		return KW_ERR_NOMEM;
 	memset(F.chans, 0, args->nchan * sizeof *F.chans);
 	for (size_t i = 0; i < args->nchan; i++) {
-		int fl = fcntl(args->chan[i], F_GETFL);
-
 		F.chans[i].fd = args->chan[i];
-		/* Non-blocking: a send to a keeper that stopped reading
-		 * fails (503) instead of hanging a server thread. */
-		if (fl < 0 ||
-		    fcntl(args->chan[i], F_SETFL, fl | O_NONBLOCK) != 0) {
+		/* Blocking receives bounded by IPC_TICK_MS (msg.h): one
+		 * recvmsg per answer. Sends never block (a keeper that
+		 * stopped reading gets 503, not a hung server thread):
+		 * kwd_ipc_send_nowait. */
+		if (kwd_ipc_chan_init(args->chan[i], IPC_TICK_MS) != KW_OK) {
 			kw_log(KW_LOG_ERR, "front.channels", strerror(errno), );
 			return KW_ERR_IO;
 		}

@@ -1121,7 +1121,7 @@ worker_main(void *arg)
 	int rv;
 
 	while (!atomic_load(&k->stop)) {
-		rv = kwd_ipc_recv(wk->fd, wk->in, &len, RECV_TICK_MS);
+		rv = kwd_ipc_chan_recv(wk->fd, wk->in, &len, RECV_TICK_MS);
 		if (rv == KW_ERR_TIMEOUT) {
 			if (k->audit != NULL)
 				(void)!kwd_audit_sync(k->audit);
@@ -1302,6 +1302,15 @@ kwd_keeper_run(const struct kwd_keeper_args *a)
 	wks = calloc(a->nchan, sizeof *wks);
 	if (wks == NULL)
 		goto out;
+	/* Blocking receives that wake every RECV_TICK_MS to look at the
+	 * stop flag and sync the audit log. */
+	for (size_t i = 0; i < a->nchan; i++) {
+		if (kwd_ipc_chan_init(a->chan[i], RECV_TICK_MS) != KW_OK) {
+			kw_log(KW_LOG_ERR, "keeper.channels",
+			    "cannot set up a channel", );
+			goto out;
+		}
+	}
 	atomic_store(&k.live_workers, a->nchan);
 	for (size_t i = 0; i < a->nchan; i++) {
 		wks[i].k = &k;

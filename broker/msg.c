@@ -17,7 +17,9 @@
 #include <poll.h>
 #include <sodium.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 
 #include "name.h"
@@ -630,8 +632,8 @@ kwd_msg_type_name(uint16_t type)
 	return type_known(type) ? types[type].name : "UNKNOWN";
 }
 
-int
-kwd_ipc_send(int fd, const struct kwd_msgbuf *b)
+static int
+ipc_send(int fd, const struct kwd_msgbuf *b, int flags)
 {
 	ssize_t n;
 
@@ -644,7 +646,7 @@ kwd_ipc_send(int fd, const struct kwd_msgbuf *b)
 		return KW_ERR_INVALID; /* not ended since the last put */
 	do {
 		/* MSG_NOSIGNAL: a dead peer is an error, not a SIGPIPE. */
-		n = send(fd, b->buf, b->len, MSG_NOSIGNAL);
+		n = send(fd, b->buf, b->len, MSG_NOSIGNAL | flags);
 	} while (n < 0 && errno == EINTR);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 		return KW_ERR_UNAVAILABLE;
@@ -652,6 +654,18 @@ kwd_ipc_send(int fd, const struct kwd_msgbuf *b)
 	if (n < 0 || (size_t)n != b->len)
 		return KW_ERR_IO;
 	return KW_OK;
+}
+
+int
+kwd_ipc_send(int fd, const struct kwd_msgbuf *b)
+{
+	return ipc_send(fd, b, 0);
+}
+
+int
+kwd_ipc_send_nowait(int fd, const struct kwd_msgbuf *b)
+{
+	return ipc_send(fd, b, MSG_DONTWAIT);
 }
 
 static int64_t
@@ -695,6 +709,33 @@ wait_readable(int fd, int timeout_ms, int64_t deadline)
 	return KW_OK;
 }
 
+/*
+ * What recvmsg returned (n, with mh's flags) as kwd_ipc_recv's result.
+ * Shared by both receive paths, so that they judge a packet alike.
+ */
+static int
+received(ssize_t n, const struct msghdr *mh, unsigned char *buf,
+    size_t *ret_len)
+{
+	if (n == 0)
+		return KW_ERR_IO; /* peer closed (or sent an empty packet) */
+	if (mh->msg_flags & MSG_TRUNC) {
+		/* Bigger than any valid frame; drop the partial copy, which
+		 * may hold anything. */
+		sodium_memzero(buf, KWD_MSG_MAX);
+		return KW_ERR_TOO_LARGE;
+	}
+	if (mh->msg_flags & MSG_CTRUNC) {
+		/* Ancillary data (passed descriptors) is never part of the
+		 * protocol; the kernel has closed them, the sender is
+		 * misbehaving. */
+		sodium_memzero(buf, (size_t)n);
+		return KW_ERR_INVALID;
+	}
+	*ret_len = (size_t)n;
+	return KW_OK;
+}
+
 int
 kwd_ipc_recv(int fd, unsigned char *buf, size_t *ret_len, int timeout_ms)
 {
@@ -722,35 +763,62 @@ kwd_ipc_recv(int fd, unsigned char *buf, size_t *ret_len, int timeout_ms)
 			break;
 		if (errno == EINTR)
 			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK) {
-			rv = KW_ERR_IO;
-			goto out;
-		}
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return KW_ERR_IO;
 		rv = wait_readable(fd, timeout_ms, deadline);
 		if (rv != KW_OK)
-			goto out;
+			return rv;
 	}
-	if (n == 0) {
-		rv = KW_ERR_IO; /* peer closed (or sent an empty packet) */
-		goto out;
+	return received(n, &mh, buf, ret_len);
+}
+
+int
+kwd_ipc_chan_init(int fd, int tick_ms)
+{
+	struct timeval tv;
+	int off = 0;
+
+	if (fd < 0 || tick_ms <= 0)
+		return KW_ERR_INVALID;
+	tv.tv_sec = tick_ms / 1000;
+	tv.tv_usec = (tick_ms % 1000) * 1000;
+	/* FIONBIO rather than fcntl(): <fcntl.h> defines R_OK, a message
+	 * name here. */
+	if (ioctl(fd, FIONBIO, &off) != 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0)
+		return KW_ERR_IO;
+	return KW_OK;
+}
+
+int
+kwd_ipc_chan_recv(int fd, unsigned char *buf, size_t *ret_len, int timeout_ms)
+{
+	struct iovec iov = {.iov_base = buf, .iov_len = KWD_MSG_MAX};
+	struct msghdr mh;
+	int64_t deadline = 0;
+	ssize_t n;
+
+	if (fd < 0 || buf == NULL || ret_len == NULL)
+		return KW_ERR_INVALID;
+	if (timeout_ms > 0)
+		deadline = now_ns() + (int64_t)timeout_ms * 1000000;
+	for (;;) {
+		memset(&mh, 0, sizeof mh);
+		mh.msg_iov = &iov;
+		mh.msg_iovlen = 1;
+		/* Blocks until a packet, the end of the channel, a signal
+		 * or the tick (EAGAIN); 0 asks only for what is queued. */
+		n = recvmsg(fd, &mh, timeout_ms == 0 ? MSG_DONTWAIT : 0);
+		if (n >= 0)
+			break;
+		if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)
+			return KW_ERR_IO;
+		/* A tick or a signal: the deadline decides, so that
+		 * neither ends the wait early nor stretches it. */
+		if (errno == EINTR && timeout_ms == 0)
+			continue;
+		if (timeout_ms == 0 || (timeout_ms > 0 && now_ns() >= deadline))
+			return KW_ERR_TIMEOUT;
 	}
-	if (mh.msg_flags & MSG_TRUNC) {
-		/* Bigger than any valid frame; drop the partial copy, which
-		 * may hold anything. */
-		sodium_memzero(buf, KWD_MSG_MAX);
-		rv = KW_ERR_TOO_LARGE;
-		goto out;
-	}
-	if (mh.msg_flags & MSG_CTRUNC) {
-		/* Ancillary data (passed descriptors) is never part of the
-		 * protocol; the kernel has closed them, the sender is
-		 * misbehaving. */
-		sodium_memzero(buf, (size_t)n);
-		rv = KW_ERR_INVALID;
-		goto out;
-	}
-	*ret_len = (size_t)n;
-	rv = KW_OK;
-out:
-	return rv;
+	return received(n, &mh, buf, ret_len);
 }

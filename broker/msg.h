@@ -185,4 +185,21 @@ KW_WUR int kwd_ipc_send(int fd, const struct kwd_msgbuf *b);
 KW_WUR int kwd_ipc_recv(int fd, unsigned char *buf, size_t *ret_len,
     int timeout_ms);
 
+/*
+ * The hot path: a channel end made blocking, with a receive timeout
+ * (SO_RCVTIMEO) of tick_ms, by kwd_ipc_chan_init() before the seccomp
+ * filter. kwd_ipc_chan_recv() then waits and receives in one recvmsg(2)
+ * (kwd_ipc_recv needs three when nothing is queued yet: a receive that
+ * fails, poll, the receive), waking every tick_ms to look at its
+ * deadline: it waits at least timeout_ms and at most timeout_ms +
+ * tick_ms (timeout_ms < 0: forever; 0: only what is queued now), and
+ * sets no socket option itself. Its results are kwd_ipc_recv's.
+ * kwd_ipc_send_nowait() sends on such a descriptor without ever blocking:
+ * KW_ERR_UNAVAILABLE when the channel is full.
+ */
+KW_WUR int kwd_ipc_chan_init(int fd, int tick_ms);
+KW_WUR int kwd_ipc_chan_recv(int fd, unsigned char *buf, size_t *ret_len,
+    int timeout_ms);
+KW_WUR int kwd_ipc_send_nowait(int fd, const struct kwd_msgbuf *b);
+
 #endif /* KWD_MSG_H */

@@ -11,12 +11,14 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -1698,6 +1700,293 @@ test_msg_ipc_send_refuses_unended(void **state)
 	close(fds[1]);
 }
 
+/* ---- channels: blocking receive with a tick (kwd_ipc_chan_*) ---- */
+
+#define TICK_MS 20
+
+static void
+chan_pair(int fds[2])
+{
+	pair(fds);
+	assert_int_equal(kwd_ipc_chan_init(fds[0], TICK_MS), KW_OK);
+	assert_int_equal(kwd_ipc_chan_init(fds[1], TICK_MS), KW_OK);
+}
+
+static void
+test_msg_chan_init_sets_blocking_and_tick(void **state)
+{
+	struct timeval tv;
+	socklen_t tvlen = sizeof tv;
+	int fds[2], fl;
+
+	(void)state;
+	pair(fds);
+	fl = fcntl(fds[0], F_GETFL);
+	assert_int_equal(fcntl(fds[0], F_SETFL, fl | O_NONBLOCK), 0);
+	assert_int_equal(kwd_ipc_chan_init(fds[0], 1500), KW_OK);
+	assert_int_equal(fcntl(fds[0], F_GETFL) & O_NONBLOCK, 0);
+	assert_int_equal(getsockopt(fds[0], SOL_SOCKET, SO_RCVTIMEO, &tv,
+	                     &tvlen),
+	    0);
+	assert_int_equal(tv.tv_sec, 1);
+	assert_int_equal(tv.tv_usec, 500000);
+	assert_int_equal(kwd_ipc_chan_init(fds[0], 0), KW_ERR_INVALID);
+	assert_int_equal(kwd_ipc_chan_init(-1, 100), KW_ERR_INVALID);
+	close(fds[0]);
+	close(fds[1]);
+	/* Not a socket: no receive timeout to set. */
+	assert_int_equal(pipe(fds), 0);
+	assert_int_not_equal(kwd_ipc_chan_init(fds[0], 100), KW_OK);
+	close(fds[0]);
+	close(fds[1]);
+}
+
+static void
+test_msg_chan_round_trip(void **state)
+{
+	static unsigned char buf[KWD_MSG_MAX];
+	size_t len = 0;
+	int fds[2];
+
+	(void)state;
+	chan_pair(fds);
+	kwd_msg_begin(&mb, KWD_MSG_DATAKEY, 78);
+	kwd_msg_put_str(&mb, KWD_TAG_IDENTITY, "spiffe://ml/train");
+	kwd_msg_put_str(&mb, KWD_TAG_KEY, "datasets");
+	kwd_msg_put_u8(&mb, KWD_TAG_PLAINTEXT, 1);
+	assert_int_equal(kwd_msg_end(&mb), KW_OK);
+	assert_int_equal(kwd_ipc_send_nowait(fds[0], &mb), KW_OK);
+	assert_int_equal(kwd_ipc_send(fds[0], &mb), KW_OK);
+	/* Queued: taken at once, whatever the timeout (0 included). */
+	assert_int_equal(kwd_ipc_chan_recv(fds[1], buf, &len, 0), KW_OK);
+	assert_int_equal(len, mb.len);
+	assert_memory_equal(buf, mb.buf, len);
+	assert_int_equal(kwd_ipc_chan_recv(fds[1], buf, &len, -1), KW_OK);
+	assert_int_equal(kwd_msg_decode(buf, len, KWD_FROM_FRONT, &dm), KW_OK);
+	assert_true(dm.rid == 78);
+	close(fds[0]);
+	close(fds[1]);
+}
+
+struct late_send {
+	int fd;
+	int delay_ms;
+};
+
+static void *
+late_sender(void *arg)
+{
+	const struct late_send *ls = arg;
+	struct kwd_msgbuf *b = calloc(1, sizeof *b);
+
+	if (b == NULL)
+		return NULL;
+	usleep((useconds_t)ls->delay_ms * 1000);
+	kwd_msg_begin(b, KWD_MSG_R_OK, 9);
+	if (kwd_msg_end(b) == KW_OK)
+		(void)!kwd_ipc_send(ls->fd, b);
+	free(b);
+	return NULL;
+}
+
+/* An answer arriving between ticks is taken when it comes, not at the
+ * next tick, and a wait across several ticks still gets it. */
+static void
+test_msg_chan_wakes_on_arrival(void **state)
+{
+	static unsigned char buf[KWD_MSG_MAX];
+	struct late_send ls;
+	struct timespec t0;
+	pthread_t t;
+	size_t len = 0;
+	double ms;
+	int fds[2];
+
+	(void)state;
+	pair(fds);
+	/* A long tick: an answer seen only at the tick would take 1 s. */
+	assert_int_equal(kwd_ipc_chan_init(fds[0], 1000), KW_OK);
+	ls.fd = fds[1];
+	ls.delay_ms = 30;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(pthread_create(&t, NULL, late_sender, &ls), 0);
+	assert_int_equal(kwd_ipc_chan_recv(fds[0], buf, &len, 5000), KW_OK);
+	ms = elapsed_ms(&t0);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(len, KWD_MSG_HDR);
+	if (ms < 30 || ms > 500)
+		fail_msg("an answer sent after 30 ms arrived after %.1f ms",
+		    ms);
+	close(fds[0]);
+	/* Several ticks (20 ms) before it comes: still one answer. */
+	assert_int_equal(kwd_ipc_chan_init(fds[1], TICK_MS), KW_OK);
+	close(fds[1]);
+	chan_pair(fds);
+	ls.fd = fds[1];
+	ls.delay_ms = 5 * TICK_MS;
+	assert_int_equal(pthread_create(&t, NULL, late_sender, &ls), 0);
+	assert_int_equal(kwd_ipc_chan_recv(fds[0], buf, &len, 5000), KW_OK);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	/* And forever (-1) across ticks too. */
+	assert_int_equal(pthread_create(&t, NULL, late_sender, &ls), 0);
+	assert_int_equal(kwd_ipc_chan_recv(fds[0], buf, &len, -1), KW_OK);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	close(fds[0]);
+	close(fds[1]);
+}
+
+/* The timeout holds to within one tick: never early, at most a tick
+ * late (the keeper's stop check, the front's keeper deadline). */
+static void
+test_msg_chan_timeout(void **state)
+{
+	static unsigned char buf[KWD_MSG_MAX];
+	static const int tmo[] = {0, 1, TICK_MS / 2, TICK_MS, 3 * TICK_MS + 5,
+	    200};
+	struct timespec t0;
+	size_t len = 12345;
+	int fds[2];
+
+	(void)state;
+	chan_pair(fds);
+	for (size_t i = 0; i < sizeof tmo / sizeof tmo[0]; i++) {
+		double ms;
+
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		assert_int_equal(kwd_ipc_chan_recv(fds[0], buf, &len, tmo[i]),
+		    KW_ERR_TIMEOUT);
+		ms = elapsed_ms(&t0);
+		/* One tick late at most, plus scheduling slack. */
+		if (ms < tmo[i] || ms > tmo[i] + TICK_MS + 100)
+			fail_msg("timeout %d ms (tick %d) took %.1f ms", tmo[i],
+			    TICK_MS, ms);
+		if (tmo[i] == 0 && ms > 10)
+			fail_msg("timeout 0 waited %.1f ms", ms);
+		assert_int_equal(len, 12345);
+	}
+	close(fds[0]);
+	close(fds[1]);
+}
+
+/* Signals (EINTR from the blocked recvmsg) neither end the wait early
+ * nor stretch it. */
+static void
+test_msg_chan_timeout_with_signals(void **state)
+{
+	static unsigned char buf[KWD_MSG_MAX];
+	struct itimerval every = {{0, 7000}, {0, 7000}};
+	struct itimerval stop = {{0, 0}, {0, 0}};
+	struct sigaction sa, old;
+	struct timespec t0;
+	size_t len;
+	double ms;
+	int fds[2], rv;
+
+	(void)state;
+	chan_pair(fds);
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_alarm; /* no SA_RESTART: recvmsg gets EINTR */
+	sigemptyset(&sa.sa_mask);
+	assert_int_equal(sigaction(SIGALRM, &sa, &old), 0);
+	nalarms = 0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(setitimer(ITIMER_REAL, &every, NULL), 0);
+	rv = kwd_ipc_chan_recv(fds[0], buf, &len, 200);
+	ms = elapsed_ms(&t0);
+	setitimer(ITIMER_REAL, &stop, NULL);
+	sigaction(SIGALRM, &old, NULL);
+	assert_int_equal(rv, KW_ERR_TIMEOUT);
+	assert_true(nalarms >= 5);
+	if (ms < 200 || ms > 200 + TICK_MS + 90)
+		fail_msg("200 ms timeout with signals took %.1f ms", ms);
+	close(fds[0]);
+	close(fds[1]);
+}
+
+static void
+test_msg_chan_peer_closed(void **state)
+{
+	static unsigned char buf[KWD_MSG_MAX];
+	struct timespec t0;
+	size_t len = 12345;
+	int fds[2];
+
+	(void)state;
+	/* The end is reported at once, not at the tick or the timeout. */
+	chan_pair(fds);
+	close(fds[1]);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(kwd_ipc_chan_recv(fds[0], buf, &len, 5000), KW_ERR_IO);
+	assert_int_equal(kwd_ipc_chan_recv(fds[0], buf, &len, -1), KW_ERR_IO);
+	assert_true(elapsed_ms(&t0) < TICK_MS);
+	assert_int_equal(len, 12345);
+	kwd_msg_begin(&mb, KWD_MSG_HEALTH, 1);
+	assert_int_equal(kwd_msg_end(&mb), KW_OK);
+	assert_int_equal(kwd_ipc_send_nowait(fds[0], &mb), KW_ERR_IO);
+	close(fds[0]);
+	/* A packet queued before the close is delivered first. */
+	chan_pair(fds);
+	assert_int_equal(kwd_ipc_send(fds[1], &mb), KW_OK);
+	close(fds[1]);
+	assert_int_equal(kwd_ipc_chan_recv(fds[0], buf, &len, 1000), KW_OK);
+	assert_int_equal(len, KWD_MSG_HDR);
+	assert_int_equal(kwd_ipc_chan_recv(fds[0], buf, &len, 1000), KW_ERR_IO);
+	close(fds[0]);
+	/* A closed descriptor, and no descriptor at all. */
+	assert_int_equal(kwd_ipc_chan_recv(fds[0], buf, &len, 10), KW_ERR_IO);
+	assert_int_equal(kwd_ipc_chan_recv(-1, buf, &len, 10), KW_ERR_INVALID);
+	assert_int_equal(kwd_ipc_send_nowait(-1, &mb), KW_ERR_INVALID);
+}
+
+/* Oversized packets and passed descriptors: as kwd_ipc_recv. */
+static void
+test_msg_chan_refuses_what_recv_refuses(void **state)
+{
+	static unsigned char out[KWD_MSG_MAX + 2];
+	static unsigned char buf[KWD_MSG_MAX];
+	size_t len = 12345;
+	int fds[2];
+
+	(void)state;
+	chan_pair(fds);
+	memset(out, 0x41, sizeof out);
+	assert_int_equal(send(fds[1], out, KWD_MSG_MAX + 1, 0),
+	    KWD_MSG_MAX + 1);
+	assert_int_equal(kwd_ipc_chan_recv(fds[0], buf, &len, 1000),
+	    KW_ERR_TOO_LARGE);
+	assert_int_equal(len, 12345);
+	out[0] = 0x42;
+	assert_int_equal(send(fds[1], out, KWD_MSG_MAX, 0), KWD_MSG_MAX);
+	assert_int_equal(kwd_ipc_chan_recv(fds[0], buf, &len, 1000), KW_OK);
+	assert_int_equal(len, KWD_MSG_MAX);
+	assert_int_equal(buf[0], 0x42);
+	close(fds[0]);
+	close(fds[1]);
+}
+
+/* A channel nobody reads fills up: the sender is told at once
+ * (the front answers 503) instead of blocking a server thread. */
+static void
+test_msg_chan_send_nowait_full(void **state)
+{
+	struct timespec t0;
+	int fds[2], rv = KW_OK;
+
+	(void)state;
+	chan_pair(fds);
+	kwd_msg_begin(&mb, KWD_MSG_HEALTH, 1);
+	assert_int_equal(kwd_msg_end(&mb), KW_OK);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < 1000000 && rv == KW_OK; i++)
+		rv = kwd_ipc_send_nowait(fds[0], &mb);
+	assert_int_equal(rv, KW_ERR_UNAVAILABLE);
+	assert_true(elapsed_ms(&t0) < 5000);
+	/* The descriptor itself stays blocking for receives. */
+	assert_int_equal(fcntl(fds[0], F_GETFL) & O_NONBLOCK, 0);
+	close(fds[0]);
+	close(fds[1]);
+}
+
 int
 main(void)
 {
@@ -1741,6 +2030,14 @@ main(void)
 	    cmocka_unit_test(test_msg_ipc_oversized_packet),
 	    cmocka_unit_test(test_msg_ipc_refuses_passed_fds),
 	    cmocka_unit_test(test_msg_ipc_send_refuses_unended),
+	    cmocka_unit_test(test_msg_chan_init_sets_blocking_and_tick),
+	    cmocka_unit_test(test_msg_chan_round_trip),
+	    cmocka_unit_test(test_msg_chan_wakes_on_arrival),
+	    cmocka_unit_test(test_msg_chan_timeout),
+	    cmocka_unit_test(test_msg_chan_timeout_with_signals),
+	    cmocka_unit_test(test_msg_chan_peer_closed),
+	    cmocka_unit_test(test_msg_chan_refuses_what_recv_refuses),
+	    cmocka_unit_test(test_msg_chan_send_nowait_full),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
