@@ -8,7 +8,7 @@
 #include <stddef.h>
 
 /* The most negative code in use; update when appending a code. */
-#define KW_ERR_LAST_ KW_ERR_PERM
+#define KW_ERR_LAST_ KW_ERR_FORMAT
 
 struct err_entry {
 	const char *name;
@@ -63,6 +63,21 @@ static const struct err_entry errors[] = {
     E(KW_ERR_PERM,
         "a file holding a secret is readable or writable by "
         "others: chmod 0600 it"),
+    E(KW_ERR_UNAUTHENTICATED,
+        "the server did not accept the client certificate or token: "
+        "check KEYWARD_CERT, KEYWARD_KEY or KEYWARD_TOKEN"),
+    E(KW_ERR_CONNECT,
+        "the server cannot be reached: check KEYWARD_ADDR and that "
+        "keywardd runs"),
+    E(KW_ERR_PROTOCOL,
+        "the server's answer does not follow the API: check that "
+        "KEYWARD_ADDR points at keywardd"),
+    E(KW_ERR_RATE_LIMITED,
+        "over the request rate allowed to this identity: slow down "
+        "and retry"),
+    E(KW_ERR_FORMAT,
+        "not an encrypted keyward file, or a format version this "
+        "library does not know"),
 };
 #undef E
 

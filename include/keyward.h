@@ -10,6 +10,8 @@
 #ifndef KEYWARD_H
 #define KEYWARD_H
 
+#include <stddef.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -25,6 +27,7 @@ extern "C" {
 #define KW_VERSION_MAJOR 0
 #define KW_VERSION_MINOR 1
 #define KW_VERSION_PATCH 0
+#define KW_VERSION_STRING "0.1.0"
 
 #define KW_OK 0
 
@@ -53,6 +56,15 @@ enum kw_error {
 	KW_ERR_TIMEOUT = -21, /* deadline passed */
 	KW_ERR_CRYPTO = -22, /* cryptographic library failure */
 	KW_ERR_PERM = -23, /* file permissions are unsafe */
+	KW_ERR_UNAUTHENTICATED =
+	    -24, /* the server did not accept our credentials */
+	KW_ERR_CONNECT = -25, /* the server cannot be reached */
+	KW_ERR_PROTOCOL =
+	    -26, /* the server's answer is not what the API says */
+	KW_ERR_RATE_LIMITED =
+	    -27, /* over the caller's request rate: slow down */
+	KW_ERR_FORMAT =
+	    -28, /* not an encrypted keyward file, or an unknown version */
 };
 
 /*
@@ -66,6 +78,153 @@ KW_EXPORT const char *kw_error_name(int code);
 
 /* kw_version: the library version as "MAJOR.MINOR.PATCH". */
 KW_EXPORT const char *kw_version(void);
+
+/* ------------------------------------------------------------------ */
+/* Encryption context: key/value pairs bound to a wrapped data key.    */
+
+struct kw_context_pair {
+	const char *key; /* ^[a-z][a-z0-9_.-]{0,63}$ */
+	const char *value; /* UTF-8, at most 256 bytes, no control characters */
+};
+
+/* ------------------------------------------------------------------ */
+/* Client. One client is used by one thread at a time.                 */
+
+typedef struct kw_client kw_client;
+
+struct kw_client_options {
+	const char
+	    *addr; /* "host:port" or "https://host:port"; NULL: $KEYWARD_ADDR */
+	const char
+	    *cert; /* client certificate (PEM file); NULL: $KEYWARD_CERT */
+	const char *key; /* its private key (PEM file); NULL: $KEYWARD_KEY */
+	const char
+	    *ca; /* CA bundle for the server (PEM file); NULL: $KEYWARD_CA */
+	const char *token; /* bearer token; NULL: $KEYWARD_TOKEN */
+	long timeout_ms; /* per request, connect included; 0: 10000 */
+	int retries; /* on transient errors only; <0: none, 0: 3 */
+};
+
+/*
+ * kw_client_new: a client from opt (NULL: everything from the
+ * environment). Fields left NULL or 0 are taken from the environment or
+ * defaults. Nothing is sent before the first call. On failure, err (when
+ * not NULL) receives a sentence saying what to fix.
+ */
+KW_EXPORT KW_WUR int kw_client_new(const struct kw_client_options *opt,
+    kw_client **ret_client, char *err, size_t errlen);
+KW_EXPORT void kw_client_free(kw_client *c);
+
+/*
+ * kw_client_message: the explanation of the last failed call on c: the
+ * server's message when it sent one, else a sentence naming what went
+ * wrong. Valid until the next call on c; "" after a success.
+ */
+KW_EXPORT const char *kw_client_message(const kw_client *c);
+
+/* kw_client_status: the HTTP status of the last answer (0: none). */
+KW_EXPORT int kw_client_status(const kw_client *c);
+
+/*
+ * kw_client_request: one API call with a JSON body (NULL: none); on
+ * success (2xx) *ret_body is the answer body, NUL-terminated, to be freed
+ * with kw_free(). For the CLI and bindings; prefer the typed calls.
+ */
+KW_EXPORT KW_WUR int kw_client_request(kw_client *c, const char *method,
+    const char *path, const char *json_body, char **ret_body);
+
+/* kw_free: frees memory returned by libkeyward (NULL: nothing). */
+KW_EXPORT void kw_free(void *p);
+
+/* ------------------------------------------------------------------ */
+/* Data keys. The plaintext lives in locked memory, wiped on free.      */
+
+typedef struct kw_datakey kw_datakey;
+
+/* kw_datakey_generate: a new DEK under KEK key_name bound to ctx. */
+KW_EXPORT KW_WUR int kw_datakey_generate(kw_client *c, const char *key_name,
+    const struct kw_context_pair *ctx, size_t nctx, kw_datakey **ret_dk);
+
+/*
+ * kw_datakey_decrypt: unwraps wrapped (base64 text, as the server and
+ * kw_datakey_wrapped() give it) for the same key and context.
+ */
+KW_EXPORT KW_WUR int kw_datakey_decrypt(kw_client *c, const char *key_name,
+    const char *wrapped, const struct kw_context_pair *ctx, size_t nctx,
+    kw_datakey **ret_dk);
+
+/* The DEK (32 bytes), valid until kw_datakey_free(). */
+KW_EXPORT const unsigned char *kw_datakey_plaintext(const kw_datakey *dk,
+    size_t *ret_len);
+/* The wrapped DEK in base64 ("" when only the plaintext is known). */
+KW_EXPORT const char *kw_datakey_wrapped(const kw_datakey *dk);
+KW_EXPORT const char *kw_datakey_key_name(const kw_datakey *dk);
+KW_EXPORT unsigned long kw_datakey_key_version(const kw_datakey *dk);
+KW_EXPORT void kw_datakey_free(kw_datakey *dk);
+
+/* ------------------------------------------------------------------ */
+/* Encrypted files (docs/FILE-FORMAT.md).                               */
+
+typedef void (*kw_progress_fn)(void *arg, unsigned long long done,
+    unsigned long long total);
+
+struct kw_file_options {
+	unsigned chunk_size; /* bytes, 4096 to 64 MiB, power of two; 0: 1 MiB */
+	unsigned threads; /* 0: all online CPUs */
+	kw_progress_fn progress; /* NULL: none */
+	void *progress_arg;
+};
+
+/*
+ * kw_file_encrypt: encrypts in_path into out_path (written to a temporary
+ * file beside it and renamed, mode 0600) under a new DEK from key_name
+ * bound to ctx.
+ */
+KW_EXPORT KW_WUR int kw_file_encrypt(kw_client *c, const char *in_path,
+    const char *out_path, const char *key_name,
+    const struct kw_context_pair *ctx, size_t nctx,
+    const struct kw_file_options *opt);
+
+/*
+ * kw_file_decrypt: decrypts plaintext bytes [off, off+len) of in_path
+ * (len UINT64_MAX: to the end) into out_path ("-": stdout), reading only
+ * the chunks the range touches. Output written before an integrity
+ * failure is removed (a regular file) and the call fails.
+ */
+KW_EXPORT KW_WUR int kw_file_decrypt(kw_client *c, const char *in_path,
+    const char *out_path, unsigned long long off, unsigned long long len,
+    const struct kw_file_options *opt);
+
+/* Random-access reader over an encrypted file. Thread-safe for pread. */
+typedef struct kw_reader kw_reader;
+
+/*
+ * kw_reader_open: reads the header, unwraps its DEK through c. The reader
+ * does not use c afterwards and may outlive it.
+ */
+KW_EXPORT KW_WUR int kw_reader_open(kw_client *c, const char *path,
+    kw_reader **ret_reader);
+/*
+ * kw_reader_pread: up to len plaintext bytes at off into buf, decrypting
+ * only the chunks they touch; *ret_n < len only at the end of the file
+ * (0 at or past it). KW_ERR_AUTH: a chunk failed its integrity check.
+ */
+KW_EXPORT KW_WUR int kw_reader_pread(kw_reader *r, void *buf, size_t len,
+    unsigned long long off, size_t *ret_n);
+KW_EXPORT unsigned long long kw_reader_size(const kw_reader *r);
+KW_EXPORT void kw_reader_close(kw_reader *r);
+
+/* ------------------------------------------------------------------ */
+/* Audit log (offline, no server needed).                              */
+
+/*
+ * kw_audit_verify: checks the hash chain of keywardd's audit log at path.
+ * KW_OK with the number of records; KW_ERR_AUTH with the first bad line
+ * (1-based) and err saying what is wrong there; KW_ERR_IO if unreadable.
+ */
+KW_EXPORT KW_WUR int kw_audit_verify(const char *path,
+    unsigned long long *ret_records, unsigned long long *ret_bad_line,
+    char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

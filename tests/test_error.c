@@ -19,7 +19,7 @@
 #define UNKNOWN_MSG "unknown error code"
 
 /* The last code keyward.h defines; append-only, so it only moves down. */
-#define LAST_CODE KW_ERR_PERM
+#define LAST_CODE KW_ERR_FORMAT
 
 /*
  * Our own code-to-name table, written from keyward.h: it catches a table in
@@ -56,6 +56,11 @@ static const struct {
     C(KW_ERR_TIMEOUT),
     C(KW_ERR_CRYPTO),
     C(KW_ERR_PERM),
+    C(KW_ERR_UNAUTHENTICATED),
+    C(KW_ERR_CONNECT),
+    C(KW_ERR_PROTOCOL),
+    C(KW_ERR_RATE_LIMITED),
+    C(KW_ERR_FORMAT),
 };
 #undef C
 
