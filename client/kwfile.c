@@ -51,8 +51,6 @@ static const uint8_t magic[4] = {'K', 'W', 'F', 'E'};
 #define HDR_FIXED (PREFIX_LEN + 4 + 8 + KWF_SALT_LEN + 4 + 1 + 2 + 1 + MAC_LEN)
 #define HDR_MIN (HDR_FIXED + 1 + 4)
 #define MAX_THREADS 64
-/* Decrypt-to-fd buffers: at most this much memory beyond one per worker. */
-#define RING_BYTES ((size_t)256 << 20)
 
 _Static_assert(HDR_FIXED + KW_NAME_MAX + KWF_WRAPPED_MAX +
             KWF_CTX_MAX * (1 + KWF_CTX_KEY_MAX + 2 + KWF_CTX_VALUE_MAX) <=
@@ -1405,114 +1403,100 @@ kwf_reader_free(struct kwf_reader *r)
 /* ------------------------------------------------------- decrypt to fd */
 
 /*
- * Workers open chunks into a ring of buffers, chunk i into buffer
- * i % nbuf; the calling thread writes them in order, so out_fd may be a
- * pipe. A worker waits until the writer has emptied the buffer its chunk
- * needs.
+ * Each worker claims the next chunk, opens it in its own buffer, waits for
+ * its turn (every chunk before it written), writes it and claims another:
+ * writes stay in order, so out_fd may be a pipe, and a worker's one buffer
+ * stays in its core's cache. A ring of buffers handed to a writer thread
+ * measured slower: the more buffers, the colder they are when reused.
  */
-struct ring {
+struct dec_job {
 	struct kwf_reader *r;
+	int out_fd;
+	uint64_t off; /* plaintext range [off, end) */
+	uint64_t end;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	uint64_t next; /* next chunk to claim */
 	uint64_t last; /* last chunk of the range */
 	uint64_t written; /* chunks before this one are written */
-	size_t nbuf;
-	uint8_t **buf;
-	bool *ready;
+	uint64_t done; /* plaintext bytes written */
 	int rv; /* first failure */
+	int werr; /* errno of a failed write, 0 for a failed read */
+	kw_progress_fn progress; /* calling thread only */
+	void *progress_arg;
 };
 
+/* Called with d->lock held. */
 static void
-ring_fail(struct ring *d, int rv)
+dec_fail(struct dec_job *d, int rv, int werr)
 {
-	if (d->rv == KW_OK)
+	if (d->rv == KW_OK) {
 		d->rv = rv;
+		d->werr = werr;
+	}
 	pthread_cond_broadcast(&d->cond);
 }
 
-static void *
-ring_worker(void *arg)
+static void
+dec_run(struct dec_job *d, bool report)
 {
-	struct ring *d = arg;
-	struct slot *s = slot_get(d->r);
+	struct kwf_reader *r = d->r;
+	struct slot *s = slot_get(r);
 
+	if (s != NULL && s->buf == NULL)
+		s->buf = malloc(r->chunk_size);
 	pthread_mutex_lock(&d->lock);
-	if (s == NULL)
-		ring_fail(d, KW_ERR_NOMEM);
+	if (s == NULL || s->buf == NULL)
+		dec_fail(d, KW_ERR_NOMEM, 0);
 	while (d->rv == KW_OK && d->next <= d->last) {
-		uint64_t i = d->next++;
-		size_t b = (size_t)(i % d->nbuf);
-		int rv;
+		uint64_t i = d->next++, start = i * r->chunk_size, done;
+		size_t a, b = chunk_plain_len(r, i);
+		int rv, werr;
 
-		while (d->rv == KW_OK && i >= d->written + d->nbuf)
+		/* The slice of chunk i in the range. */
+		a = d->off > start ? (size_t)(d->off - start) : 0;
+		if (d->end < start + b)
+			b = (size_t)(d->end - start);
+		pthread_mutex_unlock(&d->lock);
+		rv = reader_chunk(r, s->ctx, i, s->buf);
+		pthread_mutex_lock(&d->lock);
+		if (rv != KW_OK) {
+			dec_fail(d, rv, 0);
+			break;
+		}
+		while (d->rv == KW_OK && d->written != i)
 			pthread_cond_wait(&d->cond, &d->lock);
 		if (d->rv != KW_OK)
 			break;
+		/* Our turn: only this worker writes until written moves. */
 		pthread_mutex_unlock(&d->lock);
-		rv = reader_chunk(d->r, s->ctx, i, d->buf[b]);
+		rv = write_all(d->out_fd, s->buf + a, b - a);
+		werr = errno;
 		pthread_mutex_lock(&d->lock);
 		if (rv != KW_OK) {
-			ring_fail(d, rv);
+			dec_fail(d, rv, werr);
 			break;
 		}
-		d->ready[b] = true;
+		d->written = i + 1;
+		d->done += b - a;
+		done = d->done;
 		pthread_cond_broadcast(&d->cond);
+		if (report && d->progress != NULL) {
+			pthread_mutex_unlock(&d->lock);
+			d->progress(d->progress_arg, done, d->end - d->off);
+			pthread_mutex_lock(&d->lock);
+		}
 	}
 	pthread_mutex_unlock(&d->lock);
 	if (s != NULL)
-		slot_put(d->r, s);
-	return NULL;
-}
-
-/* The slice of chunk i that [off, end) covers. */
-static void
-slice(const struct kwf_reader *r, uint64_t i, uint64_t off, uint64_t end,
-    size_t *ret_a, size_t *ret_b)
-{
-	uint64_t start = i * r->chunk_size;
-
-	*ret_a = off > start ? (size_t)(off - start) : 0;
-	*ret_b = end < start + chunk_plain_len(r, i) ? (size_t)(end - start)
-	                                             : chunk_plain_len(r, i);
-}
-
-/* One thread: read, open, write, chunk after chunk. */
-static int
-decrypt_inline(struct kwf_reader *r, int out_fd, uint64_t off, uint64_t end,
-    kw_progress_fn progress, void *progress_arg, int *ret_werr)
-{
-	struct slot *s = slot_get(r);
-	uint64_t done = 0;
-	int rv = KW_OK;
-
-	if (s == NULL)
-		return KW_ERR_NOMEM;
-	if (s->buf == NULL)
-		s->buf = malloc(r->chunk_size);
-	if (s->buf == NULL) {
 		slot_put(r, s);
-		return KW_ERR_NOMEM;
-	}
-	for (uint64_t i = off / r->chunk_size; i <= (end - 1) / r->chunk_size;
-	     i++) {
-		size_t a, b;
+}
 
-		slice(r, i, off, end, &a, &b);
-		rv = reader_chunk(r, s->ctx, i, s->buf);
-		if (rv != KW_OK)
-			break;
-		rv = write_all(out_fd, s->buf + a, b - a);
-		if (rv != KW_OK) {
-			*ret_werr = errno;
-			break;
-		}
-		done += b - a;
-		if (progress != NULL)
-			progress(progress_arg, done, end - off);
-	}
-	slot_put(r, s);
-	return rv;
+static void *
+dec_thread(void *arg)
+{
+	dec_run(arg, false);
+	return NULL;
 }
 
 /*
@@ -1540,11 +1524,9 @@ kwf_reader_decrypt_fd(struct kwf_reader *r, int out_fd, uint64_t off,
     uint64_t len, unsigned threads, kw_progress_fn progress, void *progress_arg)
 {
 	pthread_t tid[MAX_THREADS];
-	struct ring d;
-	uint64_t end, first, done = 0;
-	unsigned nt = 0, want;
-	bool wfail = false;
-	int rv = KW_OK, err = 0;
+	struct dec_job d;
+	unsigned nt, want;
+	int rv;
 
 	if (r == NULL || out_fd < 0)
 		return KW_ERR_INVALID;
@@ -1552,98 +1534,40 @@ kwf_reader_decrypt_fd(struct kwf_reader *r, int out_fd, uint64_t off,
 		return verify_empty(r);
 	if (off >= r->plaintext_len || len == 0)
 		return KW_OK;
-	end = r->plaintext_len - off < len ? r->plaintext_len : off + len;
-	first = off / r->chunk_size;
 	memset(&d, 0, sizeof d);
 	d.r = r;
-	d.next = first;
-	d.written = first;
-	d.last = (end - 1) / r->chunk_size;
-	want = thread_count(threads, d.last - first + 1);
-	if (want == 1) {
-		rv = decrypt_inline(r, out_fd, off, end, progress, progress_arg,
-		    &err);
-		wfail = err != 0;
-		goto out;
+	d.out_fd = out_fd;
+	d.off = off;
+	d.end = r->plaintext_len - off < len ? r->plaintext_len : off + len;
+	d.next = off / r->chunk_size;
+	d.written = d.next;
+	d.last = (d.end - 1) / r->chunk_size;
+	d.progress = progress;
+	d.progress_arg = progress_arg;
+	if (pthread_mutex_init(&d.lock, NULL) != 0)
+		return KW_ERR_NOMEM;
+	if (pthread_cond_init(&d.cond, NULL) != 0) {
+		pthread_mutex_destroy(&d.lock);
+		return KW_ERR_NOMEM;
 	}
-
-	/* Two buffers per worker, fewer for big chunks, never less than one
-	 * per worker and one for the writer. */
-	d.nbuf = 2 * (size_t)want;
-	if (d.nbuf * r->chunk_size > RING_BYTES)
-		d.nbuf = RING_BYTES / r->chunk_size;
-	if (d.nbuf < want + 1)
-		d.nbuf = want + 1;
-	d.buf = calloc(d.nbuf, sizeof *d.buf);
-	d.ready = calloc(d.nbuf, sizeof *d.ready);
-	if (d.buf == NULL || d.ready == NULL) {
-		rv = KW_ERR_NOMEM;
-		goto out;
-	}
-	for (size_t b = 0; b < d.nbuf; b++) {
-		d.buf[b] = malloc(r->chunk_size);
-		if (d.buf[b] == NULL) {
-			rv = KW_ERR_NOMEM;
-			goto out;
-		}
-	}
-	pthread_mutex_init(&d.lock, NULL);
-	pthread_cond_init(&d.cond, NULL);
-	for (nt = 0; nt < want; nt++)
-		if (pthread_create(&tid[nt], NULL, ring_worker, &d) != 0)
+	/* The calling thread is one of the workers, and the one that reports
+	 * progress; a thread that cannot start leaves its share to the
+	 * others. */
+	want = thread_count(threads, d.last - d.next + 1);
+	for (nt = 0; nt + 1 < want; nt++)
+		if (pthread_create(&tid[nt], NULL, dec_thread, &d) != 0)
 			break;
-	if (nt == 0) {
-		rv = KW_ERR_NOMEM;
-	} else {
-		for (uint64_t i = first; i <= d.last; i++) {
-			size_t bi = (size_t)(i % d.nbuf), a, b;
-
-			pthread_mutex_lock(&d.lock);
-			while (!d.ready[bi] && d.rv == KW_OK)
-				pthread_cond_wait(&d.cond, &d.lock);
-			rv = d.ready[bi] ? KW_OK : d.rv;
-			pthread_mutex_unlock(&d.lock);
-			if (rv != KW_OK)
-				break;
-			slice(r, i, off, end, &a, &b);
-			rv = write_all(out_fd, d.buf[bi] + a, b - a);
-			pthread_mutex_lock(&d.lock);
-			if (rv != KW_OK) {
-				err = errno;
-				wfail = true;
-				ring_fail(&d, rv);
-				pthread_mutex_unlock(&d.lock);
-				break;
-			}
-			d.ready[bi] = false;
-			d.written = i + 1;
-			pthread_cond_broadcast(&d.cond);
-			pthread_mutex_unlock(&d.lock);
-			done += b - a;
-			if (progress != NULL)
-				progress(progress_arg, done, end - off);
-		}
-		if (rv == KW_OK && d.rv != KW_OK)
-			rv = d.rv;
-	}
+	dec_run(&d, true);
 	for (unsigned i = 0; i < nt; i++)
 		pthread_join(tid[i], NULL);
 	pthread_cond_destroy(&d.cond);
 	pthread_mutex_destroy(&d.lock);
-out:
-	if (d.buf != NULL) {
-		for (size_t b = 0; b < d.nbuf; b++) {
-			if (d.buf[b] != NULL) {
-				sodium_memzero(d.buf[b], r->chunk_size);
-				free(d.buf[b]);
-			}
-		}
-	}
-	free(d.buf);
-	free(d.ready);
+	rv = d.rv;
+	if (rv == KW_OK && progress != NULL)
+		progress(progress_arg, d.done, d.end - d.off);
 	/* errno tells a failed write from a failed read (kwfile.h). */
 	if (rv == KW_ERR_IO)
-		errno = wfail ? err : 0;
+		errno = d.werr;
 	return rv;
 }
 
