@@ -34,7 +34,7 @@ struct kwd_config {
 	char *front_user; /* NULL: keep the current user */
 	char *keeper_user; /* NULL: keep the current user */
 	char *front_chroot; /* NULL: no chroot (not root) */
-	unsigned long workers; /* keeper workers = front threads */
+	unsigned long workers; /* keeper workers (HSM sessions) */
 	unsigned long audit_sync_ms; /* 0: fdatasync every record */
 	struct {
 		unsigned long max_body_bytes;
@@ -60,5 +60,16 @@ void kwd_config_free(struct kwd_config *cfg);
 
 /* kwd_config_apply_env: export pkcs11.env (before loading the module). */
 KW_WUR int kwd_config_apply_env(const struct kwd_config *cfg);
+
+/*
+ * Front threads (and front-keeper channels) per keeper worker. With one,
+ * a worker sleeps after every answer until its one front thread has
+ * turned the answer into HTTP and sent the next request; with two, the
+ * other thread's request is usually queued by then, so under load a
+ * worker goes from answer to request without a sleep and a wakeup
+ * (docs/ARCHITECTURE.md).
+ */
+#define KWD_FRONT_PER_WORKER 2
+#define KWD_API_CHANNELS(cfg) ((size_t)(cfg)->workers * KWD_FRONT_PER_WORKER)
 
 #endif /* KWD_CONFIG_H */

@@ -17,7 +17,7 @@
  *   absolute deadline per request phase and shuts down the socket of a
  *   connection that misses it.
  *
- * Threads: MHD's pool threads (cfg->workers, each with its own keeper
+ * Threads: MHD's pool threads (KWD_API_CHANNELS, each with its own keeper
  * channel, requests synchronous on it), MHD's metrics thread (the last
  * channel), the watchdog, and the main thread, which waits for signals.
  *
@@ -731,7 +731,7 @@ thread_chan(void)
 		size_t i = atomic_fetch_add(&F.next_chan, 1);
 
 		if (i >= F.workers) {
-			/* MHD runs exactly cfg->workers pool threads. */
+			/* MHD runs exactly F.workers pool threads. */
 			kw_log(KW_LOG_ERR, "front.channels",
 			    "more server threads than keeper channels", );
 			return NULL;
@@ -2661,16 +2661,17 @@ static int
 init_state(const struct kwd_front_args *args)
 {
 	const struct kwd_config *cfg = args->cfg;
-	size_t need = cfg->workers + (args->metrics_fd >= 0 ? 1 : 0);
+	size_t api = KWD_API_CHANNELS(cfg);
+	size_t need = api + (args->metrics_fd >= 0 ? 1 : 0);
 
 	memset(&F, 0, sizeof F);
 	F.cfg = cfg;
-	F.workers = cfg->workers;
+	F.workers = api;
 	F.nchan = args->nchan;
 	F.metrics_chan = args->metrics_fd >= 0 ? (int)args->nchan - 1 : -1;
 	atomic_store(&F.starting, true);
-	if (cfg->workers == 0 || args->chan == NULL || args->nchan < need ||
-	    (args->metrics_fd >= 0 && args->nchan - 1 < cfg->workers)) {
+	if (api == 0 || args->chan == NULL || args->nchan < need ||
+	    (args->metrics_fd >= 0 && args->nchan - 1 < api)) {
 		kw_log(KW_LOG_ERR, "front.channels",
 		    "fewer keeper channels than server threads",
 		    KW_F("channels", (unsigned long)args->nchan),
@@ -2730,7 +2731,7 @@ start_api(const struct kwd_front_args *args, const char *cert, const char *key,
 	    /* First: MHD logs the options that follow through it. */
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
 	    MHD_OPTION_LISTEN_SOCKET, (MHD_socket)args->api_fd,
-	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->workers,
+	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)F.workers,
 	    MHD_OPTION_HTTPS_MEM_KEY, key, MHD_OPTION_HTTPS_MEM_CERT, cert,
 	    /* The trust list makes GnuTLS request (not require) a client
 	     * certificate: authenticate() does the rest. */
@@ -2887,7 +2888,7 @@ kwd_front_run(const struct kwd_front_args *args)
 	}
 	atomic_store(&F.starting, false);
 	kw_log(KW_LOG_INFO, "front.ready", "serving",
-	    KW_F("workers", F.cfg->workers),
+	    KW_F("threads", (unsigned long)F.workers),
 	    KW_F("metrics", args->metrics_fd >= 0 ? "on" : "off"));
 	status = wait_signals(&set);
 out:

@@ -72,16 +72,22 @@ struct keeper {
 	struct timespec p11_next;
 
 	_Atomic bool stop;
-	_Atomic size_t live_workers;
+	_Atomic size_t live_chans;
 	_Atomic uint64_t requests_ok, requests_denied, requests_failed;
 	_Atomic uint64_t hsm_ops, hsm_errors;
 	_Atomic uint64_t hsm_hist[NBUCKETS + 1];
 	_Atomic uint64_t hsm_sum_ns;
 };
 
+/* Channels one worker serves: its API channels, or the metrics one. */
+#define WORKER_CHANS KWD_FRONT_PER_WORKER
+
 struct worker {
 	struct keeper *k;
-	int fd;
+	int fd[WORKER_CHANS]; /* -1: closed */
+	size_t nfd;
+	size_t live; /* channels not closed */
+	size_t next; /* where the next look for a request starts */
 	struct kwd_p11_worker *w;
 	pthread_t thread;
 	unsigned char in[KWD_MSG_MAX];
@@ -1112,6 +1118,97 @@ done:
 	}
 }
 
+/*
+ * One request received on fd into wk->in: validate, handle, answer.
+ * false: the channel must close (malformed frame, broken channel).
+ */
+static bool
+serve(struct worker *wk, int fd, size_t len)
+{
+	int rv;
+
+	rv = kwd_msg_decode(wk->in, len, KWD_FROM_FRONT, &wk->msg);
+	if (rv != KW_OK) {
+		/* The front is not trusted: a malformed message ends this
+		 * channel (the master restarts the front). */
+		kw_log(KW_LOG_ERR, "keeper.malformed",
+		    "malformed message from the front; closing its channel",
+		    KW_F("bytes", (unsigned long)len));
+		sodium_memzero(wk->in, len);
+		return false;
+	}
+	handle(wk);
+	sodium_memzero(wk->in, len);
+	rv = kwd_msg_end(&wk->out);
+	if (rv != KW_OK) {
+		kw_log(KW_LOG_ERR, "keeper.reply", "could not build an answer",
+		    KW_F("type", kwd_msg_type_name(wk->msg.type)));
+		reply_error(wk, wk->msg.rid, KW_ERR_INTERNAL,
+		    error_message(KW_ERR_INTERNAL));
+		if (kwd_msg_end(&wk->out) != KW_OK) {
+			kwd_msg_wipe(&wk->out);
+			return false;
+		}
+	}
+	rv = kwd_ipc_send(fd, &wk->out);
+	kwd_msg_wipe(&wk->out);
+	return rv == KW_OK;
+}
+
+static void
+close_chan(struct worker *wk, size_t c)
+{
+	struct keeper *k = wk->k;
+
+	close(wk->fd[c]);
+	wk->fd[c] = -1;
+	wk->live--;
+	/* The keeper keeps serving its other channels; once the front is
+	 * gone, all of them end and so does the keeper (the master then
+	 * starts a new pair). */
+	if (atomic_fetch_sub(&k->live_chans, 1) == 1)
+		atomic_store(&k->stop, true);
+}
+
+static void
+idle_tick(struct worker *wk)
+{
+	if (wk->k->audit != NULL)
+		(void)!kwd_audit_sync(wk->k->audit);
+}
+
+/*
+ * Wait up to RECV_TICK_MS for a request on any live channel (several:
+ * poll). true: one may be there now.
+ */
+static bool
+wait_any(struct worker *wk)
+{
+	struct pollfd pfd[WORKER_CHANS];
+	size_t n = 0;
+	int rv;
+
+	for (size_t c = 0; c < wk->nfd; c++) {
+		if (wk->fd[c] < 0)
+			continue;
+		pfd[n].fd = wk->fd[c];
+		pfd[n].events = POLLIN;
+		pfd[n].revents = 0;
+		n++;
+	}
+	rv = poll(pfd, n, RECV_TICK_MS);
+	if (rv == 0)
+		idle_tick(wk);
+	return rv > 0;
+}
+
+/*
+ * A worker's loop. With one channel: one blocking receive per request.
+ * With several: a look at each in turn, starting after the one answered
+ * last (so that none starves), taking only what is queued; under load
+ * the next front thread's request is there and the worker goes on
+ * without sleeping. Only when all are empty does it wait (poll).
+ */
 static void *
 worker_main(void *arg)
 {
@@ -1120,49 +1217,41 @@ worker_main(void *arg)
 	size_t len;
 	int rv;
 
-	while (!atomic_load(&k->stop)) {
-		rv = kwd_ipc_chan_recv(wk->fd, wk->in, &len, RECV_TICK_MS);
-		if (rv == KW_ERR_TIMEOUT) {
-			if (k->audit != NULL)
-				(void)!kwd_audit_sync(k->audit);
+	while (!atomic_load(&k->stop) && wk->live > 0) {
+		bool idle = true;
+
+		if (wk->live == 1) {
+			size_t c = 0;
+
+			while (wk->fd[c] < 0)
+				c++;
+			rv = kwd_ipc_chan_recv(wk->fd[c], wk->in, &len,
+			    RECV_TICK_MS);
+			if (rv == KW_ERR_TIMEOUT)
+				idle_tick(wk);
+			else if (rv != KW_OK || !serve(wk, wk->fd[c], len))
+				close_chan(wk, c);
 			continue;
 		}
-		if (rv != KW_OK)
-			break;
-		rv = kwd_msg_decode(wk->in, len, KWD_FROM_FRONT, &wk->msg);
-		if (rv != KW_OK) {
-			/* The front is not trusted: a malformed message ends
-			 * this channel (the master restarts the front). */
-			kw_log(KW_LOG_ERR, "keeper.malformed",
-			    "malformed message from the front; closing its "
-			    "channel",
-			    KW_F("bytes", (unsigned long)len));
-			break;
+		for (size_t j = 0; j < wk->nfd && idle; j++) {
+			size_t c = (wk->next + j) % wk->nfd;
+
+			if (wk->fd[c] < 0)
+				continue;
+			rv = kwd_ipc_chan_recv(wk->fd[c], wk->in, &len, 0);
+			if (rv == KW_ERR_TIMEOUT)
+				continue; /* nothing queued */
+			idle = false;
+			if (rv != KW_OK || !serve(wk, wk->fd[c], len))
+				close_chan(wk, c);
+			wk->next = (c + 1) % wk->nfd;
 		}
-		handle(wk);
-		sodium_memzero(wk->in, len);
-		rv = kwd_msg_end(&wk->out);
-		if (rv != KW_OK) {
-			kw_log(KW_LOG_ERR, "keeper.reply",
-			    "could not build an answer",
-			    KW_F("type", kwd_msg_type_name(wk->msg.type)));
-			reply_error(wk, wk->msg.rid, KW_ERR_INTERNAL,
-			    error_message(KW_ERR_INTERNAL));
-			if (kwd_msg_end(&wk->out) != KW_OK)
-				break;
-		}
-		rv = kwd_ipc_send(wk->fd, &wk->out);
-		kwd_msg_wipe(&wk->out);
-		if (rv != KW_OK)
-			break;
+		if (idle)
+			(void)wait_any(wk);
 	}
-	close(wk->fd);
-	wk->fd = -1;
-	/* The keeper keeps serving its other channels; once the front is
-	 * gone, all of them end and so does the keeper (the master then
-	 * starts a new pair). */
-	if (atomic_fetch_sub(&k->live_workers, 1) == 1)
-		atomic_store(&k->stop, true);
+	for (size_t c = 0; c < wk->nfd; c++)
+		if (wk->fd[c] >= 0)
+			close_chan(wk, c);
 	return NULL;
 }
 
@@ -1232,6 +1321,7 @@ kwd_keeper_run(const struct kwd_keeper_args *a)
 	struct keeper k;
 	struct worker *wks = NULL;
 	struct kwd_p11_worker *w0 = NULL;
+	size_t napi = 0, nwk = 0, nstarted = 0;
 	sigset_t set;
 	int sfd = -1, status = 1, rv, err;
 
@@ -1299,7 +1389,20 @@ kwd_keeper_run(const struct kwd_keeper_args *a)
 		    KW_F("error", kw_error_name(err)));
 	}
 
-	wks = calloc(a->nchan, sizeof *wks);
+	/* API channel i goes to worker i % workers (each gets
+	 * KWD_FRONT_PER_WORKER of them); the last channel, the metrics
+	 * listener's, to a worker of its own. */
+	napi = a->nchan > 0 ? a->nchan - 1 : 0;
+	nwk = a->cfg->workers < napi ? a->cfg->workers : napi;
+	if (nwk == 0 || (napi + nwk - 1) / nwk > WORKER_CHANS) {
+		kw_log(KW_LOG_ERR, "keeper.channels",
+		    "channels and workers do not match",
+		    KW_F("channels", (unsigned long)a->nchan),
+		    KW_F("workers", a->cfg->workers));
+		goto out;
+	}
+	nwk++;
+	wks = calloc(nwk, sizeof *wks);
 	if (wks == NULL)
 		goto out;
 	/* Blocking receives that wake every RECV_TICK_MS to look at the
@@ -1311,24 +1414,32 @@ kwd_keeper_run(const struct kwd_keeper_args *a)
 			goto out;
 		}
 	}
-	atomic_store(&k.live_workers, a->nchan);
+	atomic_store(&k.live_chans, a->nchan);
 	for (size_t i = 0; i < a->nchan; i++) {
-		wks[i].k = &k;
-		wks[i].fd = a->chan[i];
+		struct worker *wk = &wks[i < napi ? i % (nwk - 1) : nwk - 1];
+
+		wk->k = &k;
+		wk->fd[wk->nfd++] = a->chan[i];
+		wk->live++;
+	}
+	for (size_t i = 0; i < nwk; i++) {
 		if (pthread_create(&wks[i].thread, NULL, worker_main,
 		        &wks[i]) != 0) {
 			atomic_store(&k.stop, true);
 			for (size_t j = 0; j < i; j++)
 				pthread_join(wks[j].thread, NULL);
+			nstarted = 0;
 			goto out;
 		}
+		nstarted++;
 	}
 	if (a->ready_fd >= 0) {
 		(void)!write(a->ready_fd, "R", 1);
 		close(a->ready_fd);
 	}
 	kw_log(KW_LOG_INFO, "keeper.ready", "serving",
-	    KW_F("workers", (unsigned long)a->nchan));
+	    KW_F("workers", (unsigned long)nwk),
+	    KW_F("channels", (unsigned long)a->nchan));
 	while (!atomic_load(&k.stop)) {
 		struct pollfd pfd = {sfd, POLLIN, 0};
 		struct signalfd_siginfo si;
@@ -1342,12 +1453,12 @@ kwd_keeper_run(const struct kwd_keeper_args *a)
 		else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
 			atomic_store(&k.stop, true);
 	}
-	for (size_t i = 0; i < a->nchan; i++)
+	for (size_t i = 0; i < nstarted; i++)
 		pthread_join(wks[i].thread, NULL);
 	status = 0;
 out:
 	if (wks != NULL) {
-		for (size_t i = 0; i < a->nchan; i++)
+		for (size_t i = 0; i < nwk; i++)
 			kwd_p11_worker_free(wks[i].w);
 		free(wks);
 	}

@@ -46,7 +46,8 @@
 #include "policy.h"
 #include "sandbox.h"
 
-#define MAX_CHAN 17
+/* The API channels for 16 workers, and the metrics channel. */
+#define MAX_CHAN (16 * KWD_FRONT_PER_WORKER + 1)
 #define STOP_GRACE_MS 5000
 #define READY_WAIT_MS 15000
 
@@ -237,7 +238,7 @@ start(const struct kwd_config *cfg, int api_fd, int metrics_fd,
     struct children *ch)
 {
 	int front_end[MAX_CHAN], keeper_end[MAX_CHAN], ready[2];
-	size_t n = cfg->workers + 1;
+	size_t n = KWD_API_CHANNELS(cfg) + 1;
 	char c;
 	pid_t pid;
 	int rv = -1;

@@ -175,6 +175,34 @@ cp "$KW_DIR/policy.good" "$pol"
 kill -HUP "$KW_PID"
 sleep 1
 
+# --- concurrency: two front threads per keeper worker (workers=2: four
+# API channels and the metrics one), eight keep-alive connections at once;
+# every request answered and audited exactly once
+grep -q 'event=keeper.ready .*workers=3 channels=5' "$KW_DIR/daemon.log" ||
+	kw_fail "keeper channels: $(grep keeper.ready "$KW_DIR/daemon.log")"
+grep -q 'event=front.ready .*threads=4' "$KW_DIR/daemon.log" ||
+	kw_fail "front threads: $(grep front.ready "$KW_DIR/daemon.log")"
+audit=$(kw_audit)
+before=$(wc -l <"$audit")
+conc_url="https://127.0.0.1:$KW_PORT/v1/keys/datasets/datakey"
+conc_pids=()
+for i in $(seq 8); do
+	conc_args=()
+	for j in $(seq 25); do
+		conc_args+=(-o /dev/null "$conc_url")
+	done
+	curl -s -w '%{http_code}\n' --cacert "$KW_ENV/ca/ca.pem" \
+		--cert "$KW_ENV/clients/train-job.pem" --key "$KW_ENV/clients/train-job.key" \
+		-H 'Content-Type: application/json' --data-binary "$ctx" \
+		"${conc_args[@]}" >"$KW_DIR/conc.$i" 2>&1 &
+	conc_pids+=($!)
+done
+wait "${conc_pids[@]}" || true
+ok=$(cat "$KW_DIR"/conc.* | grep -c '^200$' || true)
+[ "$ok" = 200 ] || kw_fail "concurrent datakeys: $ok of 200 answered 200: $(sort "$KW_DIR"/conc.* | uniq -c)"
+after=$(wc -l <"$audit")
+[ $((after - before)) = 200 ] || kw_fail "concurrent datakeys: $((after - before)) audit records for 200 requests"
+
 # --- metrics and health on the loopback listener
 curl -sf "http://127.0.0.1:$KW_MPORT/metrics" >"$KW_DIR/metrics" || kw_fail "metrics"
 grep -q '^keyward_requests_total' "$KW_DIR/metrics" || kw_fail "metrics: requests_total"
