@@ -82,6 +82,24 @@ static const char *const migrations[] = {
     /* The keeper finds HSM objects by CKA_ID: two versions sharing one
      * would make that ambiguous. */
     "CREATE UNIQUE INDEX key_versions_ckaid ON key_versions (ckaid);",
+    /* 2: signing keys (kind 1: EC P-256 key pairs, labels sig/NAME/VER)
+     * share the keys tables and their two-phase creation; the time a
+     * version stopped being active (JWKS retention); token revocations,
+     * by token id and by subject. */
+    "ALTER TABLE keys ADD COLUMN kind INTEGER NOT NULL DEFAULT 0"
+    " CHECK (kind BETWEEN 0 AND 1);"
+    "ALTER TABLE key_versions ADD COLUMN retired INTEGER NOT NULL DEFAULT 0"
+    " CHECK (retired >= 0);"
+    "CREATE TABLE revoked_tokens ("
+    " jti TEXT PRIMARY KEY NOT NULL CHECK (length(jti) BETWEEN 1 AND 64),"
+    " exp INTEGER NOT NULL CHECK (exp >= 0),"
+    " revoked INTEGER NOT NULL CHECK (revoked >= 0)"
+    ") STRICT;"
+    "CREATE TABLE revoked_subjects ("
+    " sub TEXT PRIMARY KEY NOT NULL CHECK (length(sub) BETWEEN 1 AND 1024),"
+    " before INTEGER NOT NULL CHECK (before >= 0),"
+    " until INTEGER NOT NULL CHECK (until >= 0)"
+    ") STRICT;",
 };
 
 #define SCHEMA_LATEST ((int64_t)(sizeof migrations / sizeof migrations[0]))
@@ -97,11 +115,12 @@ static const char *const migrations[] = {
 	X(S_COMMIT, "COMMIT")                                                  \
 	X(S_ROLLBACK, "ROLLBACK")                                              \
 	X(S_KEY_GET,                                                           \
-	    "SELECT created, min_decrypt_version, rotation_period"             \
+	    "SELECT created, min_decrypt_version, rotation_period, kind"       \
 	    " FROM keys WHERE name = ?1")                                      \
 	X(S_KEY_INSERT,                                                        \
-	    "INSERT INTO keys (name, created, rotation_period)"                \
-	    " VALUES (?1, ?2, ?3)")                                            \
+	    "INSERT INTO keys (name, created, rotation_period, kind)"          \
+	    " VALUES (?1, ?2, ?3, ?4)")                                        \
+	X(S_KEY_KIND, "SELECT kind FROM keys WHERE name = ?1")                 \
 	X(S_KEY_DELETE, "DELETE FROM keys WHERE name = ?1")                    \
 	X(S_KEY_SET_MIN,                                                       \
 	    "UPDATE keys SET min_decrypt_version = ?2 WHERE name = ?1")        \
@@ -111,9 +130,10 @@ static const char *const migrations[] = {
 	    "SELECT k.name, coalesce((SELECT v.version FROM key_versions v"    \
 	    " WHERE v.name = k.name AND v.state = 1), 0) FROM keys k"          \
 	    " WHERE EXISTS (SELECT 1 FROM key_versions v"                      \
-	    " WHERE v.name = k.name AND v.state <> 0) ORDER BY k.name")        \
+	    " WHERE v.name = k.name AND v.state <> 0) AND k.kind = ?1"         \
+	    " ORDER BY k.name")                                                \
 	X(S_VER_LIST,                                                          \
-	    "SELECT version, state, created, ckaid FROM key_versions"          \
+	    "SELECT version, state, created, ckaid, retired FROM key_versions" \
 	    " WHERE name = ?1 AND state <> 0 ORDER BY version")                \
 	X(S_VER_STATE,                                                         \
 	    "SELECT state FROM key_versions WHERE name = ?1 AND version = ?2") \
@@ -129,7 +149,8 @@ static const char *const migrations[] = {
 	    "INSERT INTO key_versions (name, version, state, ckaid, created)"  \
 	    " VALUES (?1, ?2, 0, ?3, ?4)")                                     \
 	X(S_VER_DEMOTE,                                                        \
-	    "UPDATE key_versions SET state = 2 WHERE name = ?1 AND state = 1") \
+	    "UPDATE key_versions SET state = 2, retired = ?2"                  \
+	    " WHERE name = ?1 AND state = 1")                                  \
 	X(S_VER_SET_STATE,                                                     \
 	    "UPDATE key_versions SET state = ?3"                               \
 	    " WHERE name = ?1 AND version = ?2")                               \
@@ -137,8 +158,25 @@ static const char *const migrations[] = {
 	    "DELETE FROM key_versions"                                         \
 	    " WHERE name = ?1 AND version = ?2 AND state = 0")                 \
 	X(S_PENDING_ALL,                                                       \
-	    "SELECT name, version, ckaid FROM key_versions WHERE state = 0"    \
-	    " ORDER BY name, version")
+	    "SELECT v.name, v.version, v.ckaid, k.kind FROM key_versions v"    \
+	    " JOIN keys k ON k.name = v.name WHERE v.state = 0"                \
+	    " ORDER BY v.name, v.version")                                     \
+	X(S_REVOKE_JTI,                                                        \
+	    "INSERT INTO revoked_tokens (jti, exp, revoked) VALUES (?1, ?2, "  \
+	    "?3)"                                                              \
+	    " ON CONFLICT (jti) DO NOTHING")                                   \
+	X(S_REVOKE_SUB,                                                        \
+	    "INSERT INTO revoked_subjects (sub, before, until)"                \
+	    " VALUES (?1, ?2, ?3) ON CONFLICT (sub) DO UPDATE"                 \
+	    " SET before = max(before, excluded.before),"                      \
+	    " until = max(until, excluded.until)")                             \
+	X(S_REVOKED_JTIS,                                                      \
+	    "SELECT jti, exp FROM revoked_tokens WHERE exp >= ?1")             \
+	X(S_REVOKED_SUBS,                                                      \
+	    "SELECT sub, before, until FROM revoked_subjects WHERE until >= "  \
+	    "?1")                                                              \
+	X(S_PURGE_JTIS, "DELETE FROM revoked_tokens WHERE exp < ?1")           \
+	X(S_PURGE_SUBS, "DELETE FROM revoked_subjects WHERE until < ?1")
 
 #define STMT_ENUM(id, sql) id,
 enum stmt_id { STATEMENTS(STMT_ENUM) S_COUNT };
@@ -151,10 +189,10 @@ static const char *const stmt_sql[S_COUNT] = {STATEMENTS(STMT_SQL)};
 struct kwd_store {
 	sqlite3 *db;
 	sqlite3_stmt *stmt[S_COUNT];
-	uint32_t used; /* statements to reset at the end of a transaction */
+	uint64_t used; /* statements to reset at the end of a transaction */
 };
 
-_Static_assert(S_COUNT <= 32, "struct kwd_store.used has 32 bits");
+_Static_assert(S_COUNT <= 64, "struct kwd_store.used has 64 bits");
 
 static const char *const state_names[] = {
     [KWD_KEY_PENDING] = "pending",
@@ -278,7 +316,7 @@ use(struct kwd_store *st, enum stmt_id id)
 
 	sqlite3_reset(s);
 	sqlite3_clear_bindings(s);
-	st->used |= 1u << id;
+	st->used |= (uint64_t)1 << id;
 	return s;
 }
 
@@ -290,7 +328,7 @@ static void
 reset_all(struct kwd_store *st)
 {
 	for (unsigned i = 0; st->used != 0 && i < S_COUNT; i++) {
-		if ((st->used & (1u << i)) != 0) {
+		if ((st->used & ((uint64_t)1 << i)) != 0) {
 			sqlite3_reset(st->stmt[i]);
 			sqlite3_clear_bindings(st->stmt[i]);
 		}
@@ -1006,15 +1044,20 @@ name_u32(struct kwd_store *st, enum stmt_id id, const char *name,
 }
 
 static int
-key_exists(struct kwd_store *st, const char *name, bool *ret)
+key_exists(struct kwd_store *st, const char *name, bool *ret,
+    enum kwd_key_kind *ret_kind)
 {
-	sqlite3_stmt *s = use(st, S_KEY_GET);
+	sqlite3_stmt *s = use(st, S_KEY_KIND);
+	uint32_t kind = 0;
 	int rv;
 
 	if ((rv = bind_text(st, s, 1, name)) < 0 ||
 	    (rv = step(st, s, "key lookup")) < 0)
 		return rv;
 	*ret = rv == 1;
+	if (rv == 1 && (rv = col_u32(s, 0, 0, "kind", &kind)) < 0)
+		return rv;
+	*ret_kind = (enum kwd_key_kind)kind;
 	return 0;
 }
 
@@ -1023,6 +1066,16 @@ kwd_store_version_begin(struct kwd_store *st, const char *name, bool create,
     uint64_t rotation_period, uint32_t *ret_version,
     unsigned char ret_ckaid[KWD_STORE_ID_LEN])
 {
+	return kwd_store_version_begin_kind(st, name, KWD_KIND_KEK, create,
+	    rotation_period, ret_version, ret_ckaid);
+}
+
+int
+kwd_store_version_begin_kind(struct kwd_store *st, const char *name,
+    enum kwd_key_kind kind, bool create, uint64_t rotation_period,
+    uint32_t *ret_version, unsigned char ret_ckaid[KWD_STORE_ID_LEN])
+{
+	enum kwd_key_kind have = KWD_KIND_KEK;
 	unsigned char ckaid[KWD_STORE_ID_LEN];
 	sqlite3_stmt *s;
 	uint32_t max, pending, version = 0;
@@ -1031,17 +1084,19 @@ kwd_store_version_begin(struct kwd_store *st, const char *name, bool create,
 	int rv;
 
 	if (st == NULL || !kw_name_valid(name) || ret_version == NULL ||
-	    ret_ckaid == NULL || (create && rotation_period > INT64_MAX))
+	    ret_ckaid == NULL || (create && rotation_period > INT64_MAX) ||
+	    (kind != KWD_KIND_KEK && kind != KWD_KIND_SIGNER))
 		return KW_ERR_INVALID;
 	if ((rv = tx_begin(st, true)) < 0)
 		goto out;
-	if ((rv = key_exists(st, name, &exists)) < 0)
+	if ((rv = key_exists(st, name, &exists, &have)) < 0)
 		goto out;
 	if (create && exists) {
 		rv = KW_ERR_EXISTS;
 		goto out;
 	}
-	if (!create && !exists) {
+	/* A key of the other kind is not this key. */
+	if (!create && (!exists || have != kind)) {
 		rv = KW_ERR_NOT_FOUND;
 		goto out;
 	}
@@ -1060,6 +1115,7 @@ kwd_store_version_begin(struct kwd_store *st, const char *name, bool create,
 		if ((rv = bind_text(st, s, 1, name)) < 0 ||
 		    (rv = bind_i64(st, s, 2, t)) < 0 ||
 		    (rv = bind_i64(st, s, 3, (int64_t)rotation_period)) < 0 ||
+		    (rv = bind_i64(st, s, 4, (int64_t)kind)) < 0 ||
 		    (rv = step_c(st, s, "key insert", KW_ERR_EXISTS)) < 0)
 			goto out;
 	}
@@ -1134,6 +1190,7 @@ kwd_store_version_commit(struct kwd_store *st, const char *name,
 	/* Demote first: the partial unique index allows one ACTIVE row. */
 	s = use(st, S_VER_DEMOTE);
 	if ((rv = bind_text(st, s, 1, name)) < 0 ||
+	    (rv = bind_i64(st, s, 2, now())) < 0 ||
 	    (rv = step(st, s, "version demote")) < 0)
 		goto out;
 	s = use(st, S_VER_SET_STATE);
@@ -1212,6 +1269,7 @@ kwd_store_pending(struct kwd_store *st, struct kwd_pending **ret_list,
 	struct kwd_pending *list = NULL;
 	size_t n = 0, cap = 0;
 	sqlite3_stmt *s;
+	uint32_t kind;
 	int rv;
 
 	if (st == NULL || ret_list == NULL || ret_n == NULL)
@@ -1225,8 +1283,14 @@ kwd_store_pending(struct kwd_store *st, struct kwd_pending **ret_list,
 		memset(&list[n], 0, sizeof list[n]);
 		if ((rv = col_name(s, 0, list[n].name)) < 0 ||
 		    (rv = col_u32(s, 1, 1, "version", &list[n].version)) < 0 ||
-		    (rv = col_id(s, 2, list[n].ckaid)) < 0)
+		    (rv = col_id(s, 2, list[n].ckaid)) < 0 ||
+		    (rv = col_u32(s, 3, 0, "kind", &kind)) < 0)
 			goto out;
+		if (kind > KWD_KIND_SIGNER) {
+			rv = bad_row("kind");
+			goto out;
+		}
+		list[n].kind = (enum kwd_key_kind)kind;
 		n++;
 	}
 out:
@@ -1246,6 +1310,7 @@ load_key(struct kwd_store *st, const char *name, struct kwd_key *key)
 {
 	struct kwd_key_version *v;
 	sqlite3_stmt *s = use(st, S_KEY_GET);
+	uint32_t kind;
 	int rv;
 
 	if ((rv = bind_text(st, s, 1, name)) < 0 ||
@@ -1256,8 +1321,13 @@ load_key(struct kwd_store *st, const char *name, struct kwd_key *key)
 	if ((rv = col_u64(s, 0, "created", &key->created)) < 0 ||
 	    (rv = col_u32(s, 1, 1, "min_decrypt_version",
 	         &key->min_decrypt_version)) < 0 ||
-	    (rv = col_u64(s, 2, "rotation_period", &key->rotation_period)) < 0)
+	    (rv = col_u64(s, 2, "rotation_period", &key->rotation_period)) <
+	        0 ||
+	    (rv = col_u32(s, 3, 0, "kind", &kind)) < 0)
 		return rv;
+	if (kind > KWD_KIND_SIGNER)
+		return bad_row("kind");
+	key->kind = (enum kwd_key_kind)kind;
 	snprintf(key->name, sizeof key->name, "%s", name);
 	key->active = 0;
 	key->nversions = 0;
@@ -1271,7 +1341,8 @@ load_key(struct kwd_store *st, const char *name, struct kwd_key *key)
 		if ((rv = col_u32(s, 0, 1, "version", &v->version)) < 0 ||
 		    (rv = col_state(s, 1, &v->state)) < 0 ||
 		    (rv = col_u64(s, 2, "created", &v->created)) < 0 ||
-		    (rv = col_id(s, 3, v->ckaid)) < 0)
+		    (rv = col_id(s, 3, v->ckaid)) < 0 ||
+		    (rv = col_u64(s, 4, "retired", &v->retired)) < 0)
 			return rv;
 		if (v->state == KWD_KEY_ACTIVE) {
 			if (key->active != 0)
@@ -1318,6 +1389,13 @@ int
 kwd_store_key_list(struct kwd_store *st, struct kwd_key_summary **ret_list,
     size_t *ret_n)
 {
+	return kwd_store_key_list_kind(st, KWD_KIND_KEK, ret_list, ret_n);
+}
+
+int
+kwd_store_key_list_kind(struct kwd_store *st, enum kwd_key_kind kind,
+    struct kwd_key_summary **ret_list, size_t *ret_n)
+{
 	struct kwd_key_summary *list = NULL;
 	size_t n = 0, cap = 0;
 	sqlite3_stmt *s;
@@ -1328,6 +1406,8 @@ kwd_store_key_list(struct kwd_store *st, struct kwd_key_summary **ret_list,
 	if ((rv = tx_begin(st, false)) < 0)
 		goto out;
 	s = use(st, S_KEY_LIST);
+	if ((rv = bind_i64(st, s, 1, (int64_t)kind)) < 0)
+		goto out;
 	while ((rv = step(st, s, "key list")) == 1) {
 		if ((rv = grow((void **)&list, &cap, n, sizeof *list)) < 0)
 			goto out;
@@ -1427,4 +1507,110 @@ out:
 	rv = tx_end(st, rv);
 	free(key);
 	return rv;
+}
+
+/* ---- token revocations ---- */
+
+int
+kwd_store_revoke_jti(struct kwd_store *st, const char *jti, uint64_t exp)
+{
+	sqlite3_stmt *s;
+	size_t len;
+	int rv;
+
+	if (st == NULL || jti == NULL || (len = strlen(jti)) == 0 || len > 64 ||
+	    exp > INT64_MAX)
+		return KW_ERR_INVALID;
+	if ((rv = tx_begin(st, true)) < 0)
+		goto out;
+	s = use(st, S_REVOKE_JTI);
+	if ((rv = bind_text(st, s, 1, jti)) < 0 ||
+	    (rv = bind_i64(st, s, 2, (int64_t)exp)) < 0 ||
+	    (rv = bind_i64(st, s, 3, now())) < 0 ||
+	    (rv = step(st, s, "revoke jti")) < 0)
+		goto out;
+	rv = 0;
+out:
+	return tx_end(st, rv);
+}
+
+int
+kwd_store_revoke_sub(struct kwd_store *st, const char *sub, uint64_t before,
+    uint64_t until)
+{
+	sqlite3_stmt *s;
+	size_t len;
+	int rv;
+
+	if (st == NULL || sub == NULL || (len = strlen(sub)) == 0 ||
+	    len > 1024 || before > INT64_MAX || until > INT64_MAX)
+		return KW_ERR_INVALID;
+	if ((rv = tx_begin(st, true)) < 0)
+		goto out;
+	s = use(st, S_REVOKE_SUB);
+	if ((rv = bind_text(st, s, 1, sub)) < 0 ||
+	    (rv = bind_i64(st, s, 2, (int64_t)before)) < 0 ||
+	    (rv = bind_i64(st, s, 3, (int64_t)until)) < 0 ||
+	    (rv = step(st, s, "revoke sub")) < 0)
+		goto out;
+	rv = 0;
+out:
+	return tx_end(st, rv);
+}
+
+int
+kwd_store_revocations(struct kwd_store *st, uint64_t now_s,
+    kwd_store_revocation_fn fn, void *arg)
+{
+	sqlite3_stmt *s;
+	uint64_t a, b;
+	const char *text;
+	int rv;
+
+	if (st == NULL || fn == NULL || now_s > INT64_MAX)
+		return KW_ERR_INVALID;
+	if ((rv = tx_begin(st, true)) < 0)
+		goto out;
+	/* Entries past their end can no longer matter: dropped here, in the
+	 * same transaction that reads the others. */
+	s = use(st, S_PURGE_JTIS);
+	if ((rv = bind_i64(st, s, 1, (int64_t)now_s)) < 0 ||
+	    (rv = step(st, s, "purge jtis")) < 0)
+		goto out;
+	s = use(st, S_PURGE_SUBS);
+	if ((rv = bind_i64(st, s, 1, (int64_t)now_s)) < 0 ||
+	    (rv = step(st, s, "purge subs")) < 0)
+		goto out;
+	s = use(st, S_REVOKED_JTIS);
+	if ((rv = bind_i64(st, s, 1, (int64_t)now_s)) < 0)
+		goto out;
+	while ((rv = step(st, s, "revoked jtis")) == 1) {
+		text = (const char *)sqlite3_column_text(s, 0);
+		if (text == NULL || (rv = col_u64(s, 1, "exp", &a)) < 0) {
+			rv = rv < 0 ? rv : bad_row("jti");
+			goto out;
+		}
+		if ((rv = fn(arg, text, NULL, a, 0)) < 0)
+			goto out;
+	}
+	if (rv < 0)
+		goto out;
+	s = use(st, S_REVOKED_SUBS);
+	if ((rv = bind_i64(st, s, 1, (int64_t)now_s)) < 0)
+		goto out;
+	while ((rv = step(st, s, "revoked subs")) == 1) {
+		text = (const char *)sqlite3_column_text(s, 0);
+		if (text == NULL || (rv = col_u64(s, 1, "before", &a)) < 0 ||
+		    (rv = col_u64(s, 2, "until", &b)) < 0) {
+			rv = rv < 0 ? rv : bad_row("sub");
+			goto out;
+		}
+		if ((rv = fn(arg, NULL, text, b, a)) < 0)
+			goto out;
+	}
+	if (rv < 0)
+		goto out;
+	rv = 0;
+out:
+	return tx_end(st, rv);
 }

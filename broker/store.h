@@ -44,15 +44,28 @@ const char *kwd_key_state_name(enum kwd_key_state s); /* "decrypt-only" */
 /* kwd_key_state_parse: "active" etc.; KW_ERR_INVALID otherwise. */
 KW_WUR int kwd_key_state_parse(const char *s, enum kwd_key_state *ret);
 
+/*
+ * What a key is: an AES-256 KEK (HSM labels kek/NAME/VERSION) or an EC
+ * P-256 signing key pair (sig/NAME/VERSION) for tokens, certificates or
+ * artifacts. Both kinds share one name space.
+ */
+enum kwd_key_kind {
+	KWD_KIND_KEK = 0,
+	KWD_KIND_SIGNER = 1,
+};
+
 struct kwd_key_version {
 	uint32_t version;
 	enum kwd_key_state state;
 	uint64_t created; /* unix seconds */
+	uint64_t retired; /* when it stopped being ACTIVE; 0: never active
+	                     or still active */
 	unsigned char ckaid[KWD_STORE_ID_LEN];
 };
 
 struct kwd_key {
 	char name[64];
+	enum kwd_key_kind kind;
 	uint64_t created;
 	uint32_t min_decrypt_version; /* versions below it never unwrap */
 	uint64_t rotation_period; /* seconds, 0 = manual only */
@@ -94,6 +107,7 @@ KW_WUR int kwd_store_version_abandon(struct kwd_store *st, const char *name,
 /* kwd_store_pending: every PENDING version (name, version, ckaid). */
 struct kwd_pending {
 	char name[64];
+	enum kwd_key_kind kind;
 	uint32_t version;
 	unsigned char ckaid[KWD_STORE_ID_LEN];
 };
@@ -112,6 +126,41 @@ struct kwd_key_summary {
 };
 KW_WUR int kwd_store_key_list(struct kwd_store *st,
     struct kwd_key_summary **ret_list, size_t *ret_n);
+/* kwd_store_key_list_kind: as kwd_store_key_list (which lists KEKs), for
+ * either kind. */
+KW_WUR int kwd_store_key_list_kind(struct kwd_store *st, enum kwd_key_kind kind,
+    struct kwd_key_summary **ret_list, size_t *ret_n);
+
+/*
+ * kwd_store_version_begin_kind: as kwd_store_version_begin (which makes
+ * KEKs), for either kind. Rotating a name of the other kind is
+ * KW_ERR_NOT_FOUND.
+ */
+KW_WUR int kwd_store_version_begin_kind(struct kwd_store *st, const char *name,
+    enum kwd_key_kind kind, bool create, uint64_t rotation_period,
+    uint32_t *ret_version, unsigned char ret_ckaid[KWD_STORE_ID_LEN]);
+
+/*
+ * Token revocations. kwd_store_revoke_jti: the token with this id is
+ * revoked until exp (its own expiry: it cannot be used after anyway).
+ * kwd_store_revoke_sub: every token of subject sub issued before `before`
+ * (unix seconds) is revoked, remembered until `until` (the latest expiry
+ * such a token can have). Both commit before returning.
+ */
+KW_WUR int kwd_store_revoke_jti(struct kwd_store *st, const char *jti,
+    uint64_t exp);
+KW_WUR int kwd_store_revoke_sub(struct kwd_store *st, const char *sub,
+    uint64_t before, uint64_t until);
+
+/*
+ * kwd_store_revocations: drops entries that ended before now_s, then calls
+ * fn for each one left: (jti, NULL, exp, 0) or (NULL, sub, until, before).
+ * A negative return from fn stops and is returned.
+ */
+typedef int (*kwd_store_revocation_fn)(void *arg, const char *jti,
+    const char *sub, uint64_t until, uint64_t before);
+KW_WUR int kwd_store_revocations(struct kwd_store *st, uint64_t now_s,
+    kwd_store_revocation_fn fn, void *arg);
 
 /*
  * kwd_store_key_patch: change min_decrypt_version (0: unchanged; may not

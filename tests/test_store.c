@@ -37,7 +37,7 @@
 #include "store.h"
 
 /* The schema version store.c's migrations reach: bump with each new one. */
-#define LATEST_SCHEMA 1
+#define LATEST_SCHEMA 2
 
 struct fx {
 	char dir[256];
@@ -1526,6 +1526,192 @@ test_store_crash_kill_first_open(void **state)
 	free(k);
 }
 
+/* Signing keys share the tables but not the KEK paths. */
+static void
+test_store_signers_apart_from_keks(void **state)
+{
+	struct fx *fx = *state;
+	struct kwd_store *st = open_ok(fx);
+	struct kwd_key_summary *list = NULL;
+	unsigned char id[KWD_STORE_ID_LEN];
+	struct kwd_key *k;
+	uint32_t v = 0;
+	size_t n = 0;
+
+	create_key(st, "datasets", 0);
+	assert_int_equal(kwd_store_version_begin_kind(st, "token",
+	                     KWD_KIND_SIGNER, true, 0, &v, id),
+	    KW_OK);
+	assert_int_equal(kwd_store_version_commit(st, "token", v), KW_OK);
+	/* One name space: a KEK may not take a signer's name. */
+	assert_int_equal(kwd_store_version_begin(st, "token", true, 0, &v, id),
+	    KW_ERR_EXISTS);
+	/* Rotating with the wrong kind finds nothing. */
+	assert_int_equal(kwd_store_version_begin(st, "token", false, 0, &v, id),
+	    KW_ERR_NOT_FOUND);
+	assert_int_equal(kwd_store_version_begin_kind(st, "datasets",
+	                     KWD_KIND_SIGNER, false, 0, &v, id),
+	    KW_ERR_NOT_FOUND);
+	assert_int_equal(kwd_store_version_begin_kind(st, "token",
+	                     KWD_KIND_SIGNER, false, 0, &v, id),
+	    KW_OK);
+	assert_int_equal(v, 2);
+	assert_int_equal(kwd_store_version_commit(st, "token", v), KW_OK);
+
+	assert_int_equal(kwd_store_key_list(st, &list, &n), KW_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(list[0].name, "datasets");
+	free(list);
+	assert_int_equal(kwd_store_key_list_kind(st, KWD_KIND_SIGNER, &list,
+	                     &n),
+	    KW_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(list[0].name, "token");
+	assert_int_equal(list[0].active, 2);
+	free(list);
+
+	k = get(st, "token");
+	assert_int_equal(k->kind, KWD_KIND_SIGNER);
+	assert_int_equal(k->nversions, 2);
+	/* The demoted version records when it stopped being active. */
+	assert_true(k->versions[0].retired >= k->versions[0].created);
+	assert_true(k->versions[0].retired > 0);
+	assert_int_equal(k->versions[1].retired, 0);
+	free(k);
+	k = get(st, "datasets");
+	assert_int_equal(k->kind, KWD_KIND_KEK);
+	free(k);
+
+	/* A pending signer is reported with its kind. */
+	assert_int_equal(kwd_store_version_begin_kind(st, "token",
+	                     KWD_KIND_SIGNER, false, 0, &v, id),
+	    KW_OK);
+	kwd_store_free(st);
+	st = open_ok(fx);
+	{
+		struct kwd_pending *p = NULL;
+
+		assert_int_equal(kwd_store_pending(st, &p, &n), KW_OK);
+		assert_int_equal(n, 1);
+		assert_string_equal(p[0].name, "token");
+		assert_int_equal(p[0].kind, KWD_KIND_SIGNER);
+		assert_int_equal(p[0].version, 3);
+		free(p);
+	}
+	kwd_store_free(st);
+}
+
+struct revs {
+	int njti, nsub;
+	char jti[4][65];
+	char sub[4][128];
+	uint64_t until[8], before[4];
+};
+
+static int
+collect_rev(void *arg, const char *jti, const char *sub, uint64_t until,
+    uint64_t before)
+{
+	struct revs *r = arg;
+
+	if (jti != NULL) {
+		assert_null(sub);
+		assert_true(r->njti < 4);
+		snprintf(r->jti[r->njti], sizeof r->jti[0], "%s", jti);
+		r->until[r->njti++] = until;
+	} else {
+		assert_non_null(sub);
+		assert_true(r->nsub < 4);
+		snprintf(r->sub[r->nsub], sizeof r->sub[0], "%s", sub);
+		r->until[4 + r->nsub] = until;
+		r->before[r->nsub++] = before;
+	}
+	return 0;
+}
+
+static void
+test_store_revocations_persist_and_expire(void **state)
+{
+	struct fx *fx = *state;
+	struct kwd_store *st = open_ok(fx);
+	struct revs r;
+
+	assert_int_equal(kwd_store_revoke_jti(st, "aaaaaaaaaaaaaaaaaaaaaa",
+	                     2000),
+	    KW_OK);
+	/* Revoking twice is not an error. */
+	assert_int_equal(kwd_store_revoke_jti(st, "aaaaaaaaaaaaaaaaaaaaaa",
+	                     2000),
+	    KW_OK);
+	assert_int_equal(kwd_store_revoke_jti(st, "bbbbbbbbbbbbbbbbbbbbbb",
+	                     1000),
+	    KW_OK);
+	assert_int_equal(kwd_store_revoke_sub(st, "spiffe://x/job/a", 1500,
+	                     5000),
+	    KW_OK);
+	/* A later revocation of the same subject only widens it. */
+	assert_int_equal(kwd_store_revoke_sub(st, "spiffe://x/job/a", 1200,
+	                     4000),
+	    KW_OK);
+	assert_int_equal(kwd_store_revoke_jti(st, "", 1), KW_ERR_INVALID);
+	assert_int_equal(kwd_store_revoke_sub(st, NULL, 1, 1), KW_ERR_INVALID);
+	kwd_store_free(st);
+
+	/* After a restart, at time 1500: the jti that expired at 1000 is
+	 * dropped for good. */
+	st = open_ok(fx);
+	memset(&r, 0, sizeof r);
+	assert_int_equal(kwd_store_revocations(st, 1500, collect_rev, &r),
+	    KW_OK);
+	assert_int_equal(r.njti, 1);
+	assert_string_equal(r.jti[0], "aaaaaaaaaaaaaaaaaaaaaa");
+	assert_int_equal(r.until[0], 2000);
+	assert_int_equal(r.nsub, 1);
+	assert_string_equal(r.sub[0], "spiffe://x/job/a");
+	assert_int_equal(r.before[0], 1500);
+	assert_int_equal(r.until[4], 5000);
+	assert_int_equal(raw_int(fx->db, "SELECT count(*) FROM revoked_tokens"),
+	    1);
+	/* Past every end: nothing is left. */
+	memset(&r, 0, sizeof r);
+	assert_int_equal(kwd_store_revocations(st, 6000, collect_rev, &r),
+	    KW_OK);
+	assert_int_equal(r.njti + r.nsub, 0);
+	kwd_store_free(st);
+}
+
+/* A database of schema 1 with a key migrates to 2, the key a KEK. */
+static void
+test_store_migration_from_1(void **state)
+{
+	struct fx *fx = *state;
+	struct kwd_store *st;
+	struct kwd_key *k;
+
+	raw_exec(fx->db,
+	    "CREATE TABLE keys (name TEXT PRIMARY KEY NOT NULL,"
+	    " created INTEGER NOT NULL, min_decrypt_version INTEGER NOT NULL"
+	    " DEFAULT 1, rotation_period INTEGER NOT NULL DEFAULT 0) STRICT;"
+	    "CREATE TABLE key_versions (name TEXT NOT NULL REFERENCES keys"
+	    " (name), version INTEGER NOT NULL, state INTEGER NOT NULL,"
+	    " ckaid BLOB NOT NULL, created INTEGER NOT NULL,"
+	    " PRIMARY KEY (name, version)) STRICT;"
+	    "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+	    "INSERT INTO schema_version VALUES (1);"
+	    "INSERT INTO keys (name, created) VALUES ('old', 10);"
+	    "INSERT INTO key_versions VALUES ('old', 1, 1,"
+	    " x'00112233445566778899aabbccddeeff', 10);");
+	st = open_ok(fx);
+	k = get(st, "old");
+	assert_int_equal(k->kind, KWD_KIND_KEK);
+	assert_int_equal(k->active, 1);
+	assert_int_equal(k->versions[0].retired, 0);
+	free(k);
+	kwd_store_free(st);
+	assert_int_equal(raw_int(fx->db, "SELECT version FROM schema_version"),
+	    2);
+}
+
 int
 main(void)
 {
@@ -1557,6 +1743,9 @@ main(void)
 	    T(test_store_crash_after_commit),
 	    T(test_store_crash_kill_rotations),
 	    T(test_store_crash_kill_first_open),
+	    T(test_store_signers_apart_from_keks),
+	    T(test_store_revocations_persist_and_expire),
+	    T(test_store_migration_from_1),
 #undef T
 	};
 
