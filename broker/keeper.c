@@ -227,7 +227,10 @@ reconcile(struct keeper *k, struct kwd_p11_worker *w)
 		size_t no = 0;
 		bool found = false;
 
-		rv = kwd_p11_list(w, KWD_P11_KEK, pend[i].name, &objs, &no);
+		rv = kwd_p11_list(w,
+		    pend[i].kind == KWD_KIND_SIGNER ? KWD_P11_SIGNER
+		                                    : KWD_P11_KEK,
+		    pend[i].name, &objs, &no);
 		if (rv != KW_OK)
 			break;
 		for (size_t j = 0; j < no; j++)
@@ -388,6 +391,9 @@ key_reply(struct worker *wk, uint64_t rid, const char *name)
 	pthread_mutex_lock(&wk->k->store_lock);
 	rv = kwd_store_key_get(wk->k->store, name, key);
 	pthread_mutex_unlock(&wk->k->store_lock);
+	/* Signing keys are not served by the key API. */
+	if (rv == KW_OK && key->kind != KWD_KIND_KEK)
+		rv = KW_ERR_NOT_FOUND;
 	if (rv == KW_OK) {
 		kwd_msg_begin(&wk->out, KWD_MSG_R_KEY, rid);
 		put_key(&wk->out, key);
@@ -563,6 +569,12 @@ meta_load(struct keeper *k, const char *name)
 	rv = kwd_store_key_get(k->store, name, key);
 	if (rv != KW_OK)
 		goto out;
+	/* The data-key cache holds KEKs only: a signing key's name is "no
+	 * such key" to datakey, decrypt and rewrap. */
+	if (key->kind != KWD_KIND_KEK) {
+		rv = KW_ERR_NOT_FOUND;
+		goto out;
+	}
 	m = malloc(sizeof *m + key->nversions * sizeof m->v[0]);
 	if (m == NULL) {
 		rv = KW_ERR_NOMEM;

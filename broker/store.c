@@ -1461,6 +1461,11 @@ kwd_store_key_patch(struct kwd_store *st, const char *name,
 		goto out;
 	if ((rv = load_key(st, name, key)) < 0)
 		goto out;
+	/* PATCH is the KEK API: a signing key is not found there. */
+	if (key->kind != KWD_KIND_KEK) {
+		rv = KW_ERR_NOT_FOUND;
+		goto out;
+	}
 	if (min_decrypt_version != 0 && min_decrypt_version > key->active) {
 		rv = refuse(name,
 		    "min_decrypt_version may not exceed the active version");

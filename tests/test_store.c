@@ -1581,6 +1581,9 @@ test_store_signers_apart_from_keks(void **state)
 	k = get(st, "datasets");
 	assert_int_equal(k->kind, KWD_KIND_KEK);
 	free(k);
+	/* PATCH is for KEKs. */
+	assert_int_equal(kwd_store_key_patch(st, "token", 2, UINT64_MAX, 0, 0),
+	    KW_ERR_NOT_FOUND);
 
 	/* A pending signer is reported with its kind. */
 	assert_int_equal(kwd_store_version_begin_kind(st, "token",
