@@ -53,6 +53,7 @@ static const struct field top_fields[] = {
     {"audit_log", F_PATH, false, OFF(audit_log)},
     {"front_user", F_STRING, false, OFF(front_user)},
     {"keeper_user", F_STRING, false, OFF(keeper_user)},
+    {"token_issuer", F_STRING, false, OFF(token_issuer)},
     {"front_chroot", F_PATH, false, OFF(front_chroot)},
     {"workers", F_UINT, false, UOFF(workers, 1, 16)},
     {"audit_sync_ms", F_UINT, false, UOFF(audit_sync_ms, 0, 10000)},
@@ -467,6 +468,7 @@ kwd_config_free(struct kwd_config *cfg)
 	free(cfg->audit_log);
 	free(cfg->front_user);
 	free(cfg->keeper_user);
+	free(cfg->token_issuer);
 	free(cfg->front_chroot);
 	free(cfg);
 }

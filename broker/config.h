@@ -33,6 +33,7 @@ struct kwd_config {
 	char *audit_log;
 	char *front_user; /* NULL: keep the current user */
 	char *keeper_user; /* NULL: keep the current user */
+	char *token_issuer; /* tokens' "iss"; NULL: "keyward" */
 	char *front_chroot; /* NULL: no chroot (not root) */
 	unsigned long workers; /* keeper workers (HSM sessions) */
 	unsigned long audit_sync_ms; /* 0: fdatasync every record */

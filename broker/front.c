@@ -58,6 +58,7 @@
 #include "sandbox.h"
 #include "secret.h"
 #include "store.h"
+#include "token.h"
 
 /*
  * Per-connection memory of MHD (request line, headers, read buffer).
@@ -113,6 +114,8 @@ enum route {
 	RT_REWRAP,
 	RT_METRICS,
 	RT_HEALTH,
+	RT_TOKENS,
+	RT_JWKS,
 	RT__COUNT
 };
 
@@ -154,7 +157,14 @@ static const struct route_info routes[RT__COUNT] = {
         KWD_REQ_EMPTY, BODY_NONE, 200},
     [RT_HEALTH] = {"health", "health", KWD_MSG_HEALTH, KWD_MSG_R_HEALTH,
         KWD_REQ_EMPTY, BODY_NONE, 200},
+    [RT_TOKENS] = {"tokens", "token", KWD_MSG_TOKEN_ISSUE, KWD_MSG_R_TOKEN,
+        KWD_REQ_TOKEN, BODY_REQUIRED, 200},
+    [RT_JWKS] = {"jwks", "jwks", KWD_MSG_JWKS, KWD_MSG_R_JWKS, KWD_REQ_EMPTY,
+        BODY_NONE, 200},
 };
+
+/* The one route a client without a certificate may use. */
+#define JWKS_PATH "/.well-known/jwks.json"
 
 /* ---- metrics ---- */
 
@@ -242,6 +252,7 @@ struct conn {
 	int auth; /* 0: not yet checked, 1: good, -1: refused */
 	uint64_t nreq;
 	char identity[KWD_IDENTITY_MAX + 1];
+	char x5t[KWD_TOKEN_THUMB_LEN + 1]; /* x5t#S256 of the client cert */
 	char remote[INET6_ADDRSTRLEN];
 	struct req req; /* HTTP/1.1: one request at a time */
 };
@@ -1391,9 +1402,26 @@ authenticate(struct conn *c, struct MHD_Connection *mc, char *reason,
 	*ret_metric = RJ_IDENTITY;
 	rv = kwd_front_identity(leaf, c->identity, sizeof c->identity, reason,
 	    reasonlen);
+	if (rv == KW_OK) {
+		/* RFC 8705 section 3.1: SHA-256 of the certificate's DER,
+		 * for tokens bound to it. GnuTLS hashes: OpenSSL is not
+		 * set up in this process (its first use may open files). */
+		unsigned char h[32];
+		size_t hlen = sizeof h;
+
+		if (gnutls_fingerprint(GNUTLS_DIG_SHA256, &certs[0], h, &hlen) <
+		        0 ||
+		    hlen != sizeof h ||
+		    kwd_token_b64url_encode(h, hlen, c->x5t, sizeof c->x5t) !=
+		        KW_OK)
+			rv = deny(reason, reasonlen,
+			    "certificate cannot be hashed");
+	}
 out:
-	if (rv != KW_OK)
+	if (rv != KW_OK) {
 		c->identity[0] = '\0';
+		c->x5t[0] = '\0';
+	}
 	gnutls_x509_crt_deinit(leaf);
 	return rv;
 }
@@ -1654,6 +1682,14 @@ route_path(const char *path, const char *method, bool metrics, char *name,
 	if (strcmp(path, "/v1/health") == 0) {
 		*allow = "GET";
 		return get ? RT_HEALTH : RT_NONE;
+	}
+	if (strcmp(path, "/v1/tokens") == 0) {
+		*allow = "POST";
+		return post ? RT_TOKENS : RT_NONE;
+	}
+	if (strcmp(path, JWKS_PATH) == 0) {
+		*allow = "GET";
+		return get ? RT_JWKS : RT_NONE;
 	}
 	if (strncmp(path, keys, sizeof keys - 1) != 0)
 		return RT_NONE;
@@ -1959,7 +1995,13 @@ first_call(struct MHD_Connection *mc, struct req *r, const char *url,
 		    authenticate(c, mc, reason, sizeof reason, &metric) == KW_OK
 		    ? 1
 		    : -1;
-		if (c->auth < 0) {
+		/* The JWKS is public (verifiers fetch it without a
+		 * certificate): served, and the connection judged again at
+		 * its next request. */
+		if (c->auth < 0 && strcmp(method, "GET") == 0 &&
+		    strcmp(url, JWKS_PATH) == 0)
+			c->auth = 0;
+		else if (c->auth < 0) {
 			count_reject(metric);
 			kw_log(KW_LOG_INFO, "front.unauthenticated", reason,
 			    KW_F("remote", c->remote), KW_F("rid", r->rid_hex));
@@ -1972,6 +2014,9 @@ first_call(struct MHD_Connection *mc, struct req *r, const char *url,
 	}
 	if (c->auth < 0) /* not reached: the connection was closed */
 		return MHD_NO;
+	if (c->auth == 0 &&
+	    (strcmp(method, "GET") != 0 || strcmp(url, JWKS_PATH) != 0))
+		return MHD_NO; /* not reached: judged just above */
 
 	fr = check_framing(mc, r, url, method, version, &clen, &ct, &why);
 	if (fr != FR_OK) {
@@ -2068,6 +2113,37 @@ first_call(struct MHD_Connection *mc, struct req *r, const char *url,
 	return MHD_YES;
 }
 
+/*
+ * token_json: {"token","token_type","expires_at"} in wiped memory (the
+ * token is a credential).
+ */
+static char *
+token_json(const struct kwd_msg *m, size_t *ret_len)
+{
+	const struct kwd_field *t = kwd_msg_get(m, KWD_TAG_TOKEN, 0);
+	uint64_t exp = 0;
+	size_t cap;
+	char *out;
+	int n;
+
+	if (t == NULL || !kwd_msg_u64(m, KWD_TAG_EXPIRES, &exp))
+		return NULL;
+	cap = t->len + 96;
+	out = wbuf_new(cap);
+	if (out == NULL)
+		return NULL;
+	n = snprintf(out, cap,
+	    "{\"token\":\"%.*s\",\"token_type\":\"Bearer\","
+	    "\"expires_at\":%" PRIu64 "}",
+	    (int)t->len, (const char *)t->p, exp);
+	if (n < 0 || (size_t)n >= cap) {
+		wbuf_free(out);
+		return NULL;
+	}
+	*ret_len = (size_t)n;
+	return out;
+}
+
 static enum MHD_Result
 answer(struct MHD_Connection *mc, struct req *r, struct chan *ch)
 {
@@ -2082,6 +2158,21 @@ answer(struct MHD_Connection *mc, struct req *r, struct chan *ch)
 	switch (r->route) {
 	case RT_KEYS_LIST:
 		return send_json(mc, r, ri->ok_status, list_json(m), NULL);
+	case RT_TOKENS:
+		body = token_json(m, &len);
+		if (body == NULL)
+			return send_internal(mc, r);
+		return send_body(mc, r, ri->ok_status, body, len, true, NULL);
+	case RT_JWKS: {
+		const struct kwd_field *f = kwd_msg_get(m, KWD_TAG_JSON, 0);
+
+		body = f != NULL ? malloc(f->len) : NULL;
+		if (body == NULL)
+			return send_internal(mc, r);
+		memcpy(body, f->p, f->len);
+		return send_body(mc, r, ri->ok_status, body, f->len, false,
+		    NULL);
+	}
 	case RT_KEYS_CREATE:
 	case RT_KEY_SHOW:
 	case RT_KEY_PATCH:
@@ -2138,8 +2229,19 @@ process(struct MHD_Connection *mc, struct req *r)
 		    err[0] ? err : "invalid request body", NULL);
 
 	kwd_msg_begin(&ch->out, ri->type, r->rid);
-	kwd_msg_put_str(&ch->out, KWD_TAG_IDENTITY, c->identity);
+	if (r->route != RT_JWKS)
+		kwd_msg_put_str(&ch->out, KWD_TAG_IDENTITY, c->identity);
 	switch (r->route) {
+	case RT_JWKS:
+		break;
+	case RT_TOKENS:
+		kwd_msg_put_str(&ch->out, KWD_TAG_AUDIENCE, q->audience);
+		for (size_t i = 0; i < q->nscopes; i++)
+			kwd_msg_put_str(&ch->out, KWD_TAG_SCOPE, q->scopes[i]);
+		kwd_msg_put_u32(&ch->out, KWD_TAG_TTL, q->ttl);
+		if (q->bind)
+			kwd_msg_put_str(&ch->out, KWD_TAG_CNF, c->x5t);
+		break;
 	case RT_KEYS_CREATE:
 		kwd_msg_put_str(&ch->out, KWD_TAG_KEY, q->name);
 		if (q->rotation_period != UINT64_MAX)

@@ -34,10 +34,16 @@
 #include "sandbox.h"
 #include "secret.h"
 #include "store.h"
+#include "token.h"
 
 #define HSM_RETRY_MS 1000
 #define META_BUCKETS 256
 #define RECV_TICK_MS 100
+/* The signing key of tokens, a signer (sig/token/N) in the HSM. */
+#define TOKEN_SIGNER "token"
+/* Versions published in the JWKS: the active one and retired ones that
+ * may still have signed unexpired tokens (newest first). */
+#define TOKEN_KEYS_MAX 16
 
 /* Latency buckets for HSM operations, seconds. */
 static const double hsm_buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025,
@@ -63,6 +69,19 @@ struct keeper {
 
 	struct kwd_audit *audit; /* NULL: could not be opened */
 	char audit_open_reason[160];
+
+	/* The token signer's public keys (JWKS and verification), rebuilt
+	 * after its rotation. */
+	pthread_mutex_t tok_lock;
+	bool tok_valid;
+	size_t tok_n;
+	struct tokkey {
+		uint32_t version;
+		char kid[KWD_TOKEN_THUMB_LEN + 1];
+		EVP_PKEY *pub;
+	} tok[TOKEN_KEYS_MAX];
+	uint32_t tok_active;
+	char *tok_jwks;
 
 	pthread_mutex_t p11_lock;
 	struct kwd_p11_config p11cfg; /* the configuration's, PIN read */
@@ -332,6 +351,8 @@ policy_op(uint16_t type)
 		return KWD_OP_DATAKEY;
 	case KWD_MSG_DECRYPT:
 		return KWD_OP_DECRYPT;
+	case KWD_MSG_TOKEN_ISSUE:
+		return KWD_OP_TOKEN;
 	default:
 		return KWD_OP_REWRAP;
 	}
@@ -407,9 +428,11 @@ key_reply(struct worker *wk, uint64_t rid, const char *name)
  * object. The store lock is held throughout so that two rotations of one
  * key cannot interleave.
  */
+static void tokkeys_forget(struct keeper *k);
+
 static int
-new_version(struct worker *wk, const char *name, bool create, uint64_t rotation,
-    char *reason, size_t rlen)
+new_version(struct worker *wk, const char *name, enum kwd_key_kind kind,
+    bool create, uint64_t rotation, char *reason, size_t rlen)
 {
 	struct keeper *k = wk->k;
 	unsigned char ckaid[KWD_STORE_ID_LEN];
@@ -423,14 +446,16 @@ new_version(struct worker *wk, const char *name, bool create, uint64_t rotation,
 		return rv;
 	}
 	pthread_mutex_lock(&k->store_lock);
-	rv = kwd_store_version_begin(k->store, name, create, rotation, &version,
-	    ckaid);
+	rv = kwd_store_version_begin_kind(k->store, name, kind, create,
+	    rotation, &version, ckaid);
 	if (rv != KW_OK) {
 		snprintf(reason, rlen, "store: %s", kw_error_name(rv));
 		goto out;
 	}
 	t0 = now_ns();
-	rv = kwd_p11_kek_generate(wk->w, name, version, ckaid, NULL);
+	rv = kind == KWD_KIND_SIGNER
+	    ? kwd_p11_ec_generate(wk->w, name, version, ckaid, NULL)
+	    : kwd_p11_kek_generate(wk->w, name, version, ckaid, NULL);
 	hsm_observe(k, t0, rv);
 	if (rv != KW_OK) {
 		/* The object may or may not exist (an error after the HSM
@@ -456,6 +481,8 @@ new_version(struct worker *wk, const char *name, bool create, uint64_t rotation,
 	}
 	rv = kwd_store_version_commit(k->store, name, version);
 	meta_forget(k, name);
+	if (kind == KWD_KIND_SIGNER)
+		tokkeys_forget(k);
 	if (rv != KW_OK)
 		snprintf(reason, rlen, "store commit: %s", kw_error_name(rv));
 	else
@@ -841,6 +868,286 @@ out:
 	return rv;
 }
 
+/* ---- tokens (docs/TOKENS.md) ---- */
+
+/* The longest a token may live, whatever the policy says; also how long
+ * a retired signing key stays in the JWKS. */
+#define TOKEN_TTL_CAP (7 * 24 * 3600)
+
+/* tokkeys_clear: drop the cached keys; tok_lock held. */
+static void
+tokkeys_clear(struct keeper *k)
+{
+	for (size_t i = 0; i < k->tok_n; i++)
+		EVP_PKEY_free(k->tok[i].pub);
+	k->tok_n = 0;
+	free(k->tok_jwks);
+	k->tok_jwks = NULL;
+	k->tok_active = 0;
+	k->tok_valid = false;
+}
+
+static void
+tokkeys_forget(struct keeper *k)
+{
+	pthread_mutex_lock(&k->tok_lock);
+	tokkeys_clear(k);
+	pthread_mutex_unlock(&k->tok_lock);
+}
+
+/*
+ * tokkeys_load: the token signer's published versions (the active one and
+ * retired ones younger than TOKEN_TTL_CAP, newest first), each with its
+ * kid and public key, and the JWKS made of them. tok_lock held.
+ * KW_ERR_NOT_FOUND: there is no token signer yet.
+ */
+static int
+tokkeys_load(struct keeper *k, struct kwd_p11_worker *w)
+{
+	uint64_t now = (uint64_t)time(NULL);
+	struct kwd_key *key = NULL;
+	json_t *keys = NULL, *doc = NULL;
+	int rv;
+
+	if (k->tok_valid)
+		return KW_OK;
+	key = malloc(sizeof *key);
+	keys = json_array();
+	if (key == NULL || keys == NULL) {
+		rv = KW_ERR_NOMEM;
+		goto out;
+	}
+	pthread_mutex_lock(&k->store_lock);
+	rv = kwd_store_key_get(k->store, TOKEN_SIGNER, key);
+	pthread_mutex_unlock(&k->store_lock);
+	if (rv == KW_OK && key->kind != KWD_KIND_SIGNER) {
+		kw_log(KW_LOG_ERR, "keeper.token_key",
+		    "a KEK is named \"" TOKEN_SIGNER "\", the name of the "
+		    "token signing key: no tokens can be issued", );
+		rv = KW_ERR_CONFIG;
+	}
+	if (rv != KW_OK)
+		goto out;
+	for (size_t i = key->nversions; i-- > 0 && k->tok_n < TOKEN_KEYS_MAX;) {
+		const struct kwd_key_version *v = &key->versions[i];
+		struct tokkey *t = &k->tok[k->tok_n];
+		json_t *jwk = NULL;
+
+		if (v->state != KWD_KEY_ACTIVE &&
+		    !(v->state == KWD_KEY_DECRYPT_ONLY &&
+		        v->retired + TOKEN_TTL_CAP + KWD_TOKEN_LEEWAY_MAX >
+		            now))
+			continue;
+		rv = kwd_p11_ec_public(w, TOKEN_SIGNER, v->version, &t->pub);
+		if (rv != KW_OK)
+			goto out;
+		t->version = v->version;
+		k->tok_n++;
+		if ((rv = kwd_token_kid(t->pub, t->kid)) != KW_OK ||
+		    (rv = kwd_token_jwk(t->pub, t->kid, &jwk)) != KW_OK)
+			goto out;
+		if (json_array_append_new(keys, jwk) != 0) {
+			rv = KW_ERR_NOMEM;
+			goto out;
+		}
+		if (v->state == KWD_KEY_ACTIVE)
+			k->tok_active = v->version;
+	}
+	doc = json_pack("{s:O}", "keys", keys);
+	k->tok_jwks = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+	if (k->tok_jwks == NULL) {
+		rv = KW_ERR_NOMEM;
+		goto out;
+	}
+	k->tok_valid = true;
+	rv = KW_OK;
+out:
+	if (rv != KW_OK)
+		tokkeys_clear(k);
+	json_decref(doc);
+	json_decref(keys);
+	free(key);
+	return rv;
+}
+
+struct signarg {
+	struct keeper *k;
+	struct kwd_p11_worker *w;
+	uint32_t version;
+};
+
+static int
+token_sign(const unsigned char digest[32], unsigned char ret_sig[64], void *arg)
+{
+	struct signarg *sa = arg;
+	uint64_t t0 = now_ns();
+	int rv;
+
+	rv = kwd_p11_ecdsa_sign(sa->w, TOKEN_SIGNER, sa->version, digest,
+	    ret_sig);
+	hsm_observe(sa->k, t0, rv);
+	return rv;
+}
+
+/*
+ * do_token_issue: POST /v1/tokens. The policy caps the scopes and the
+ * lifetime (kwd_policy_token); the token is signed in the HSM with the
+ * active version of the token signer, which is made on first use.
+ */
+static int
+do_token_issue(struct worker *wk, const struct kwd_msg *m, const char *identity,
+    char *aud, size_t audlen, char *reason, size_t rlen)
+{
+	struct keeper *k = wk->k;
+	char sbuf[KWD_TOKEN_SCOPES_MAX][KWD_TOKEN_SCOPE_MAX + 1];
+	const char *scopes[KWD_TOKEN_SCOPES_MAX];
+	unsigned char jti[16];
+	struct kwd_token_claims *cl = NULL;
+	struct signarg sa = {.k = k, .w = wk->w};
+	char kid[KWD_TOKEN_THUMB_LEN + 1], *jws = NULL;
+	size_t ns = kwd_msg_count(m, KWD_TAG_SCOPE), off = 0;
+	uint32_t ttl = 0, grant_ttl = 0;
+	int64_t t = (int64_t)time(NULL);
+	bool ok;
+	int rv;
+
+	if (!kwd_msg_str(m, KWD_TAG_AUDIENCE, 0, aud, audlen) || ns == 0 ||
+	    ns > KWD_TOKEN_SCOPES_MAX) {
+		snprintf(reason, rlen, "malformed token request");
+		return KW_ERR_INVALID;
+	}
+	for (size_t i = 0; i < ns; i++) {
+		if (!kwd_msg_str(m, KWD_TAG_SCOPE, i, sbuf[i],
+		        sizeof sbuf[i]) ||
+		    !kwd_token_scope_valid(sbuf[i])) {
+			snprintf(reason, rlen, "malformed scope");
+			return KW_ERR_INVALID;
+		}
+		scopes[i] = sbuf[i];
+	}
+	kwd_msg_u32(m, KWD_TAG_TTL, &ttl);
+	if (ttl > TOKEN_TTL_CAP) {
+		snprintf(reason, rlen, "ttl over %d s", TOKEN_TTL_CAP);
+		return KW_ERR_INVALID;
+	}
+	pthread_rwlock_rdlock(&k->policy_lock);
+	ok = kwd_policy_token(k->policy, identity, scopes, ns, ttl, &grant_ttl,
+	    reason, rlen);
+	pthread_rwlock_unlock(&k->policy_lock);
+	if (!ok)
+		return KW_ERR_DENIED;
+	if (grant_ttl > TOKEN_TTL_CAP)
+		grant_ttl = TOKEN_TTL_CAP;
+
+	pthread_mutex_lock(&k->tok_lock);
+	rv = tokkeys_load(k, wk->w);
+	pthread_mutex_unlock(&k->tok_lock);
+	if (rv == KW_ERR_NOT_FOUND) {
+		/* First token: make the signing key (two-phase, as any
+		 * key). Another worker may be making it too. */
+		rv = new_version(wk, TOKEN_SIGNER, KWD_KIND_SIGNER, true, 0,
+		    reason, rlen);
+		if (rv == KW_OK || rv == KW_ERR_EXISTS ||
+		    rv == KW_ERR_UNAVAILABLE) {
+			pthread_mutex_lock(&k->tok_lock);
+			rv = tokkeys_load(k, wk->w);
+			pthread_mutex_unlock(&k->tok_lock);
+		}
+	}
+	pthread_mutex_lock(&k->tok_lock);
+	if (rv == KW_OK && k->tok_active == 0)
+		rv = KW_ERR_UNAVAILABLE;
+	if (rv == KW_OK) {
+		sa.version = k->tok_active;
+		for (size_t i = 0; i < k->tok_n; i++)
+			if (k->tok[i].version == sa.version)
+				memcpy(kid, k->tok[i].kid, sizeof kid);
+	}
+	pthread_mutex_unlock(&k->tok_lock);
+	if (rv != KW_OK) {
+		snprintf(reason, rlen, "token signing key: %s",
+		    kw_error_name(rv));
+		return rv == KW_ERR_CONFIG ? KW_ERR_UNAVAILABLE : rv;
+	}
+
+	cl = calloc(1, sizeof *cl);
+	if (cl == NULL)
+		return KW_ERR_NOMEM;
+	snprintf(cl->iss, sizeof cl->iss, "%s",
+	    k->cfg->token_issuer != NULL ? k->cfg->token_issuer : "keyward");
+	snprintf(cl->sub, sizeof cl->sub, "%s", identity);
+	snprintf(cl->aud, sizeof cl->aud, "%s", aud);
+	cl->iat = cl->nbf = t;
+	cl->exp = t + (int64_t)grant_ttl;
+	kw_random_buf(jti, sizeof jti);
+	rv = kwd_token_b64url_encode(jti, sizeof jti, cl->jti, sizeof cl->jti);
+	for (size_t i = 0; rv == KW_OK && i < ns; i++) {
+		size_t len = strlen(scopes[i]);
+
+		if (off + len + 2 > sizeof cl->scope) {
+			rv = KW_ERR_TOO_LARGE;
+			break;
+		}
+		if (i > 0)
+			cl->scope[off++] = ' ';
+		memcpy(cl->scope + off, scopes[i], len + 1);
+		off += len;
+	}
+	if (rv == KW_OK && kwd_msg_count(m, KWD_TAG_CNF) == 1 &&
+	    !kwd_msg_str(m, KWD_TAG_CNF, 0, cl->cnf, sizeof cl->cnf))
+		rv = KW_ERR_INVALID;
+	if (rv == KW_OK)
+		rv = kwd_token_build(cl, kid, token_sign, &sa, &jws);
+	if (rv != KW_OK) {
+		snprintf(reason, rlen, "token not issued: %s",
+		    kw_error_name(rv));
+		goto out;
+	}
+	kwd_msg_begin(&wk->out, KWD_MSG_R_TOKEN, m->rid);
+	kwd_msg_put_str(&wk->out, KWD_TAG_TOKEN, jws);
+	kwd_msg_put_u64(&wk->out, KWD_TAG_EXPIRES, (uint64_t)cl->exp);
+	/* The jti names the token for revocation; the token itself is
+	 * never logged. */
+	/* Scopes can be long: the reason (and audit line) shows a cut. */
+	snprintf(reason, rlen, "issued jti=%s kid=%s ttl=%u%s scope=%.256s",
+	    cl->jti, kid, grant_ttl, cl->cnf[0] != '\0' ? " bound" : "",
+	    cl->scope);
+out:
+	kwd_token_free(jws);
+	sodium_memzero(cl, sizeof *cl);
+	free(cl);
+	return rv;
+}
+
+/* do_jwks: GET /.well-known/jwks.json, public; {"keys":[]} before the
+ * first token. */
+static void
+do_jwks(struct worker *wk, uint64_t rid)
+{
+	struct keeper *k = wk->k;
+	int rv;
+
+	rv = worker_p11(wk);
+	pthread_mutex_lock(&k->tok_lock);
+	if (rv == KW_OK)
+		rv = tokkeys_load(k, wk->w);
+	if (rv == KW_OK) {
+		kwd_msg_begin(&wk->out, KWD_MSG_R_JWKS, rid);
+		kwd_msg_put(&wk->out, KWD_TAG_JSON,
+		    (const unsigned char *)k->tok_jwks, strlen(k->tok_jwks));
+	} else if (rv == KW_ERR_NOT_FOUND) {
+		static const char empty[] = "{\"keys\":[]}";
+
+		kwd_msg_begin(&wk->out, KWD_MSG_R_JWKS, rid);
+		kwd_msg_put(&wk->out, KWD_TAG_JSON,
+		    (const unsigned char *)empty, sizeof empty - 1);
+	} else {
+		reply_error(wk, rid, KW_ERR_UNAVAILABLE,
+		    error_message(KW_ERR_UNAVAILABLE));
+	}
+	pthread_mutex_unlock(&k->tok_lock);
+}
+
 /* ---- health, stats, audit events ---- */
 
 static void
@@ -977,6 +1284,7 @@ handle(struct worker *wk)
 	const struct kwd_msg *m = &wk->msg;
 	struct ctx *c = NULL, cbuf;
 	char identity[256], name[64] = "", remote[65], reason[512] = "";
+	char aud[256] = "";
 	struct kwd_audit_rec rec;
 	enum kwd_policy_op op;
 	uint64_t t0 = now_ns(), rot = 0;
@@ -992,6 +1300,9 @@ handle(struct worker *wk)
 		return;
 	case KWD_MSG_AUDIT_EVENT:
 		audit_event(wk, m);
+		return;
+	case KWD_MSG_JWKS:
+		do_jwks(wk, m->rid);
 		return;
 	default:
 		break;
@@ -1018,7 +1329,7 @@ handle(struct worker *wk)
 	/* Authorization first: a caller without a grant learns nothing,
 	 * not even whether the key exists. A listing is filtered key by
 	 * key instead (do_key_list). */
-	if (m->type != KWD_MSG_KEY_LIST &&
+	if (m->type != KWD_MSG_KEY_LIST && m->type != KWD_MSG_TOKEN_ISSUE &&
 	    !allowed(k, identity, op, name, c, reason, sizeof reason)) {
 		rv = KW_ERR_DENIED;
 		goto done;
@@ -1041,12 +1352,14 @@ handle(struct worker *wk)
 	switch (m->type) {
 	case KWD_MSG_KEY_CREATE:
 		kwd_msg_u64(m, KWD_TAG_ROTATION, &rot);
-		rv = new_version(wk, name, true, rot, reason, sizeof reason);
+		rv = new_version(wk, name, KWD_KIND_KEK, true, rot, reason,
+		    sizeof reason);
 		if (rv == KW_OK)
 			rv = key_reply(wk, m->rid, name);
 		break;
 	case KWD_MSG_KEY_ROTATE:
-		rv = new_version(wk, name, false, 0, reason, sizeof reason);
+		rv = new_version(wk, name, KWD_KIND_KEK, false, 0, reason,
+		    sizeof reason);
 		if (rv == KW_OK)
 			rv = key_reply(wk, m->rid, name);
 		break;
@@ -1088,6 +1401,12 @@ handle(struct worker *wk)
 		rv = do_unwrap(wk, m->rid, m->type, name, c,
 		    kwd_msg_get(m, KWD_TAG_BLOB, 0), reason, sizeof reason);
 		break;
+	case KWD_MSG_TOKEN_ISSUE:
+		/* Authorized inside (scopes and lifetime); the audience is
+		 * the audited resource. */
+		rv = do_token_issue(wk, m, identity, aud, sizeof aud, reason,
+		    sizeof reason);
+		break;
 	default:
 		rv = KW_ERR_INVALID;
 		break;
@@ -1099,7 +1418,7 @@ done:
 	rec.rid = m->rid;
 	rec.identity = identity;
 	rec.op = op_name(m->type);
-	rec.resource = name[0] ? name : NULL;
+	rec.resource = aud[0] ? aud : name[0] ? name : NULL;
 	rec.ctx = c ? c->pairs : NULL;
 	rec.nctx = c ? c->n : 0;
 	rec.outcome = rv == KW_OK ? "allowed"
@@ -1343,6 +1662,7 @@ kwd_keeper_run(const struct kwd_keeper_args *a)
 	pthread_mutex_init(&k.store_lock, NULL);
 	pthread_rwlock_init(&k.meta_lock, NULL);
 	pthread_mutex_init(&k.p11_lock, NULL);
+	pthread_mutex_init(&k.tok_lock, NULL);
 
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);

@@ -139,6 +139,16 @@ static const struct type_rules rules[TYPE_LIMIT] = {
                                  R(RESOURCE, 0, 1), R(OUTCOME, 1, 1),
                                  R(REASON, 1, 1), R(REMOTE, 0, 1),
                                  R(LATENCY_US, 0, 1), R(STATUS, 0, 1)}},
+    [KWD_MSG_TOKEN_ISSUE] = {.r = {R(IDENTITY, 1, 1), R(AUDIENCE, 1, 1),
+                                 R(SCOPE, 1, 32), R(TTL, 1, 1), R(CNF, 0, 1),
+                                 R(REMOTE, 0, 1)}},
+    /* The JWKS is public: no identity. */
+    [KWD_MSG_JWKS] = {.r = {R(REMOTE, 0, 1)}},
+    /* One of JTI and SUBJECT (the keeper checks). */
+    [KWD_MSG_TOKEN_REVOKE] = {.r = {R(IDENTITY, 1, 1), R(JTI, 0, 1),
+                                  R(SUBJECT, 0, 1), R(REMOTE, 0, 1)}},
+    [KWD_MSG_TOKEN_INTROSPECT] = {.r = {R(IDENTITY, 1, 1), R(TOKEN, 1, 1),
+                                      R(REMOTE, 0, 1)}},
     [KWD_MSG_R_ERROR] = {.r = {R(STATUS, 1, 1), R(MESSAGE, 1, 1)}},
     [KWD_MSG_R_OK] = {.r = {{0, 0, 0}}},
     /* VERSION: the active version, 0 if none. */
@@ -155,6 +165,9 @@ static const struct type_rules rules[TYPE_LIMIT] = {
     [KWD_MSG_R_HEALTH] = {.r = {R(HSM_OK, 1, 1), R(AUDIT_OK, 1, 1),
                               R(REASON, 0, 1)}},
     [KWD_MSG_R_STATS] = {.r = {R(TEXT, 1, 1)}},
+    [KWD_MSG_R_TOKEN] = {.r = {R(TOKEN, 1, 1), R(EXPIRES, 1, 1)}},
+    [KWD_MSG_R_JWKS] = {.r = {R(JSON, 1, 1)}},
+    [KWD_MSG_R_INTROSPECT] = {.r = {R(JSON, 1, 1)}},
 };
 
 #undef R

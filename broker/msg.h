@@ -43,27 +43,34 @@ enum kwd_msg_dir {
  * X(name, id, dir). Requests come from the front; answers from the
  * keeper. Ids are protocol: append only.
  */
-#define KWD_MSG_TYPES(X)                   \
-	X(KEY_CREATE, 1, KWD_FROM_FRONT)   \
-	X(KEY_LIST, 2, KWD_FROM_FRONT)     \
-	X(KEY_SHOW, 3, KWD_FROM_FRONT)     \
-	X(KEY_ROTATE, 4, KWD_FROM_FRONT)   \
-	X(KEY_PATCH, 5, KWD_FROM_FRONT)    \
-	X(DATAKEY, 6, KWD_FROM_FRONT)      \
-	X(DECRYPT, 7, KWD_FROM_FRONT)      \
-	X(REWRAP, 8, KWD_FROM_FRONT)       \
-	X(HEALTH, 9, KWD_FROM_FRONT)       \
-	X(STATS, 10, KWD_FROM_FRONT)       \
-	X(AUDIT_EVENT, 11, KWD_FROM_FRONT) \
-	X(R_ERROR, 64, KWD_FROM_KEEPER)    \
-	X(R_KEY, 65, KWD_FROM_KEEPER)      \
-	X(R_KEY_LIST, 66, KWD_FROM_KEEPER) \
-	X(R_DATAKEY, 67, KWD_FROM_KEEPER)  \
-	X(R_DECRYPT, 68, KWD_FROM_KEEPER)  \
-	X(R_REWRAP, 69, KWD_FROM_KEEPER)   \
-	X(R_HEALTH, 70, KWD_FROM_KEEPER)   \
-	X(R_STATS, 71, KWD_FROM_KEEPER)    \
-	X(R_OK, 72, KWD_FROM_KEEPER)
+#define KWD_MSG_TYPES(X)                        \
+	X(KEY_CREATE, 1, KWD_FROM_FRONT)        \
+	X(KEY_LIST, 2, KWD_FROM_FRONT)          \
+	X(KEY_SHOW, 3, KWD_FROM_FRONT)          \
+	X(KEY_ROTATE, 4, KWD_FROM_FRONT)        \
+	X(KEY_PATCH, 5, KWD_FROM_FRONT)         \
+	X(DATAKEY, 6, KWD_FROM_FRONT)           \
+	X(DECRYPT, 7, KWD_FROM_FRONT)           \
+	X(REWRAP, 8, KWD_FROM_FRONT)            \
+	X(HEALTH, 9, KWD_FROM_FRONT)            \
+	X(STATS, 10, KWD_FROM_FRONT)            \
+	X(AUDIT_EVENT, 11, KWD_FROM_FRONT)      \
+	X(TOKEN_ISSUE, 12, KWD_FROM_FRONT)      \
+	X(JWKS, 13, KWD_FROM_FRONT)             \
+	X(TOKEN_REVOKE, 14, KWD_FROM_FRONT)     \
+	X(TOKEN_INTROSPECT, 15, KWD_FROM_FRONT) \
+	X(R_ERROR, 64, KWD_FROM_KEEPER)         \
+	X(R_KEY, 65, KWD_FROM_KEEPER)           \
+	X(R_KEY_LIST, 66, KWD_FROM_KEEPER)      \
+	X(R_DATAKEY, 67, KWD_FROM_KEEPER)       \
+	X(R_DECRYPT, 68, KWD_FROM_KEEPER)       \
+	X(R_REWRAP, 69, KWD_FROM_KEEPER)        \
+	X(R_HEALTH, 70, KWD_FROM_KEEPER)        \
+	X(R_STATS, 71, KWD_FROM_KEEPER)         \
+	X(R_OK, 72, KWD_FROM_KEEPER)            \
+	X(R_TOKEN, 73, KWD_FROM_KEEPER)         \
+	X(R_JWKS, 74, KWD_FROM_KEEPER)          \
+	X(R_INTROSPECT, 75, KWD_FROM_KEEPER)
 
 enum kwd_msg_type {
 #define KWD_X(name, id, dir) KWD_MSG_##name = id,
@@ -108,7 +115,16 @@ enum kwd_field_kind {
 	X(REMOTE, 21, KWD_FK_STR, 1, 64) /* client address */                  \
 	X(LATENCY_US, 22, KWD_FK_U64, 8, 8)                                    \
 	X(TEXT, 23, KWD_FK_BYTES, 1, 60000) /* Prometheus text */              \
-	X(ROTATION, 24, KWD_FK_U64, 8, 8) /* rotation period, seconds */
+	X(ROTATION, 24, KWD_FK_U64, 8, 8) /* rotation period, seconds */       \
+	X(AUDIENCE, 25, KWD_FK_STR, 1, 255) /* token aud */                    \
+	X(SCOPE, 26, KWD_FK_STR, 1, 128) /* one token scope */                 \
+	X(TTL, 27, KWD_FK_U32, 4, 4) /* seconds; 0: the policy's maximum */    \
+	X(CNF, 28, KWD_FK_STR, 43, 43) /* x5t#S256 of the caller's cert */     \
+	X(TOKEN, 29, KWD_FK_STR, 1, 8192) /* compact JWS */                    \
+	X(EXPIRES, 30, KWD_FK_U64, 8, 8) /* unix seconds */                    \
+	X(JSON, 31, KWD_FK_BYTES, 1, 60000) /* a public JSON document */       \
+	X(JTI, 32, KWD_FK_STR, 16, 64) /* a token's id */                      \
+	X(SUBJECT, 33, KWD_FK_STR, 1, 255) /* a token's subject */
 
 enum kwd_msg_tag {
 #define KWD_X(name, tag, kind, minl, maxl) KWD_TAG_##name = tag,

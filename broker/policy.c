@@ -969,3 +969,67 @@ kwd_policy_check(const struct kwd_policy *p, const char *identity,
 	}
 	return false;
 }
+
+bool
+kwd_policy_token(const struct kwd_policy *p, const char *identity,
+    const char *const *scopes, size_t nscopes, uint32_t ttl, uint32_t *ret_ttl,
+    char *reason, size_t reasonlen)
+{
+	const uint32_t bit = 1u << KWD_OP_TOKEN;
+	bool had_grant = false, had_scopes = false;
+	char b1[REASON_CUT + 4];
+	const char *missing = NULL;
+	size_t idlen;
+
+	if (p == NULL || identity == NULL || identity[0] == '\0' ||
+	    nscopes == 0 || scopes == NULL || ret_ttl == NULL) {
+		say(reason, reasonlen, "no policy, identity or scope");
+		return false;
+	}
+	idlen = strlen(identity);
+	for (size_t r = 0; r < p->nrules; r++) {
+		const struct rule *rule = &p->rules[r];
+
+		if (!glob_match(&rule->identity, identity, idlen))
+			continue;
+		for (size_t g = 0; g < rule->ngrants; g++) {
+			const struct grant *gr = &rule->grants[g];
+			uint32_t max = gr->max_ttl != 0 ? gr->max_ttl
+			                                : KWD_POLICY_TOKEN_TTL;
+			size_t i;
+
+			if ((gr->ops & bit) == 0)
+				continue;
+			had_grant = true;
+			for (i = 0; i < nscopes; i++) {
+				size_t j;
+
+				for (j = 0; j < gr->nscopes; j++)
+					if (kwd_policy_glob(gr->scopes[j],
+					        scopes[i]))
+						break;
+				if (j == gr->nscopes) {
+					missing = scopes[i];
+					break;
+				}
+			}
+			if (i < nscopes)
+				continue;
+			had_scopes = true;
+			if (ttl > max)
+				continue;
+			*ret_ttl = ttl != 0 ? ttl : max;
+			say(reason, reasonlen,
+			    "allowed by rules[%zu].grants[%zu]", r, g);
+			return true;
+		}
+	}
+	if (had_scopes)
+		say(reason, reasonlen, "ttl %u over the grant's max_ttl", ttl);
+	else if (had_grant && missing != NULL)
+		say(reason, reasonlen, "scope \"%s\" not granted",
+		    cut(missing, b1));
+	else
+		say(reason, reasonlen, "no token grant for this identity");
+	return false;
+}

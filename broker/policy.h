@@ -29,6 +29,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "keyward.h"
 
@@ -84,5 +85,17 @@ bool kwd_policy_check(const struct kwd_policy *p, const char *identity,
 
 /* kwd_policy_glob: the matcher itself ('*' only), exposed for tests. */
 bool kwd_policy_glob(const char *pattern, const char *s);
+
+/*
+ * kwd_policy_token: may identity obtain a token with these scopes for ttl
+ * seconds (0: the grant's maximum)? True if one grant of operation "token"
+ * in a rule matching identity covers every scope (its "scopes" globs) and
+ * allows ttl (its "max_ttl", default KWD_POLICY_TOKEN_TTL); *ret_ttl is
+ * the ttl to issue. reason says which grant allowed it, or why not.
+ */
+#define KWD_POLICY_TOKEN_TTL 3600
+bool kwd_policy_token(const struct kwd_policy *p, const char *identity,
+    const char *const *scopes, size_t nscopes, uint32_t ttl, uint32_t *ret_ttl,
+    char *reason, size_t reasonlen);
 
 #endif /* KWD_POLICY_H */

@@ -388,6 +388,86 @@ parse_create(json_t *root, struct kwd_req *req, char *err, size_t errlen)
 	return KW_OK;
 }
 
+/* A scope: ^[a-z0-9._:/-]{1,128}$ (no '*': a token names what it holds). */
+static bool
+scope_ok(const char *s, size_t len)
+{
+	if (len == 0 || len > KWD_REQ_SCOPE_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char ch = s[i];
+
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+		        ch == '.' || ch == '_' || ch == ':' || ch == '/' ||
+		        ch == '-'))
+			return false;
+	}
+	return true;
+}
+
+static int
+parse_token(json_t *root, struct kwd_req *req, char *err, size_t errlen)
+{
+	static const char *const fields[] = {"audience", "scope", "ttl", "bind",
+	    NULL};
+	unsigned long long n = 0;
+	json_t *v, *e;
+	bool have = false;
+	size_t i, len;
+	int rv;
+
+	if ((rv = only_fields(root, fields, err, errlen)) != KW_OK)
+		return rv;
+	v = json_object_get(root, "audience");
+	if (v == NULL)
+		return fail(err, errlen,
+		    "audience: required (who the token is for)");
+	len = json_is_string(v) ? json_string_length(v) : 0;
+	if (len == 0 || len >= sizeof req->audience ||
+	    !ctx_val_ok(json_string_value(v), len))
+		return fail(err, errlen,
+		    "audience: expected a string of 1 to %zu printable "
+		    "characters",
+		    sizeof req->audience - 1);
+	memcpy(req->audience, json_string_value(v), len + 1);
+	v = json_object_get(root, "scope");
+	if (v == NULL)
+		return fail(err, errlen,
+		    "scope: required (an array of the scopes asked for)");
+	if (!json_is_array(v) || json_array_size(v) == 0 ||
+	    json_array_size(v) > KWD_REQ_SCOPES_MAX)
+		return fail(err, errlen,
+		    "scope: expected an array of 1 to %d "
+		    "scopes",
+		    KWD_REQ_SCOPES_MAX);
+	json_array_foreach (v, i, e) {
+		len = json_is_string(e) ? json_string_length(e) : 0;
+		if (!scope_ok(json_string_value(e), len))
+			return fail(err, errlen,
+			    "scope[%zu]: expected 1 to %d of a-z 0-9 . _ : / -",
+			    i, KWD_REQ_SCOPE_MAX);
+		for (size_t j = 0; j < req->nscopes; j++)
+			if (strcmp(req->scopes[j], json_string_value(e)) == 0)
+				return fail(err, errlen,
+				    "scope[%zu]: given twice", i);
+		memcpy(req->scopes[req->nscopes++], json_string_value(e),
+		    len + 1);
+	}
+	rv = get_uint(root, "ttl", 1, KWD_REQ_TTL_MAX, &have, &n, err, errlen);
+	if (rv != KW_OK)
+		return rv;
+	if (have)
+		req->ttl = (uint32_t)n;
+	v = json_object_get(root, "bind");
+	if (v != NULL) {
+		if (!json_is_boolean(v))
+			return fail(err, errlen,
+			    "bind: expected true or false");
+		req->bind = json_is_true(v);
+	}
+	return KW_OK;
+}
+
 static int
 parse_patch(json_t *root, struct kwd_req *req, char *err, size_t errlen)
 {
@@ -500,6 +580,9 @@ kwd_req_parse(enum kwd_req_kind kind, const char *body, size_t len,
 		rv = only_fields(root, datakey_fields, err, errlen);
 		if (rv == KW_OK)
 			rv = get_context(root, req, err, errlen);
+		break;
+	case KWD_REQ_TOKEN:
+		rv = parse_token(root, req, err, errlen);
 		break;
 	case KWD_REQ_UNWRAP:
 		rv = only_fields(root, unwrap_fields, err, errlen);

@@ -26,6 +26,9 @@
 
 #define KWD_REQ_CTX_KEY_MAX 64
 #define KWD_REQ_CTX_VAL_MAX 256
+#define KWD_REQ_SCOPES_MAX 32
+#define KWD_REQ_SCOPE_MAX 128
+#define KWD_REQ_TTL_MAX 31536000
 
 struct kwd_req {
 	char name[64]; /* POST /v1/keys */
@@ -38,6 +41,12 @@ struct kwd_req {
 	char ctx_val[KWD_CTX_MAX_PAIRS][KWD_REQ_CTX_VAL_MAX + 1];
 	unsigned char wrapped[KWD_BLOB_MAX];
 	size_t wrapped_len; /* 0: not given */
+	/* POST /v1/tokens */
+	char audience[256];
+	size_t nscopes;
+	char scopes[KWD_REQ_SCOPES_MAX][KWD_REQ_SCOPE_MAX + 1];
+	uint32_t ttl; /* 0: not given */
+	bool bind; /* bind to the caller's certificate (RFC 8705) */
 };
 
 enum kwd_req_kind {
@@ -49,6 +58,7 @@ enum kwd_req_kind {
 	KWD_REQ_EMPTY, /* rotate: empty body or {} */
 	KWD_REQ_DATAKEY, /* {"context"} */
 	KWD_REQ_UNWRAP, /* decrypt, rewrap: {"wrapped", "context"} */
+	KWD_REQ_TOKEN, /* {"audience", "scope": [..], "ttl"?, "bind"?} */
 };
 
 KW_WUR int kwd_req_parse(enum kwd_req_kind kind, const char *body, size_t len,

@@ -25,7 +25,7 @@
 #include "request.h"
 #include "store.h"
 
-#define NKINDS 5
+#define NKINDS 6
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -146,6 +146,24 @@ check_req(enum kwd_req_kind kind, const struct kwd_req *r)
 	case KWD_REQ_UNWRAP:
 		check(r->wrapped_len >= 1, "unwrap: a blob");
 		check(nlen == 0, "unwrap: no name");
+		break;
+	case KWD_REQ_TOKEN:
+		check(r->audience[0] != '\0', "token: an audience");
+		check(r->nscopes >= 1 && r->nscopes <= KWD_REQ_SCOPES_MAX,
+		    "token: 1 to 32 scopes");
+		for (size_t i = 0; i < r->nscopes; i++) {
+			check(memchr(r->scopes[i], '\0', sizeof r->scopes[i]) !=
+			        NULL,
+			    "token: scope terminated");
+			check(strchr(r->scopes[i], '*') == NULL,
+			    "token: no glob in a requested scope");
+			for (size_t j = 0; j < i; j++)
+				check(strcmp(r->scopes[i], r->scopes[j]) != 0,
+				    "token: scopes unique");
+		}
+		check(r->ttl <= KWD_REQ_TTL_MAX, "token: ttl in range");
+		check(nlen == 0 && r->nctx == 0 && r->wrapped_len == 0,
+		    "token: nothing else");
 		break;
 	}
 }

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Tokens end to end: POST /v1/tokens over mTLS, the public JWKS, and
+# verification by an independent JWT library (PyJWT, Debian's python3-jwt)
+# against that JWKS: claims, audience, issuer, lifetime, certificate
+# binding (RFC 8705), policy caps on scopes and TTL, schema errors, the
+# token never in a log, and the signing key kept across a restart.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+kw_need
+"$KW_PY" -c 'import jwt, cryptography' 2>/dev/null ||
+	kw_skip "PyJWT or cryptography missing for $KW_PY (apt-get install python3-jwt python3-cryptography)"
+kw_setup 'c["token_issuer"] = "https://keyward.test"'
+kw_start
+
+APP_ID=spiffe://keyward.dev/app/inference-gw
+SCOPE=model:llama-70b:infer
+
+jwks() { # the JWKS, fetched without a client certificate
+	curl -sS --fail --cacert "$KW_ENV/ca/ca.pem" "https://127.0.0.1:$KW_PORT/.well-known/jwks.json" \
+		>"$KW_DIR/jwks.json" || kw_fail "JWKS without a client certificate"
+}
+
+# --- before the first token: an empty key set, public
+jwks
+"$KW_PY" -c 'import json,sys; assert json.load(open(sys.argv[1])) == {"keys": []}' "$KW_DIR/jwks.json" ||
+	kw_fail "JWKS before the first token: $(cat "$KW_DIR/jwks.json")"
+kw_req none POST /v1/tokens "{\"audience\":\"gw\",\"scope\":[\"$SCOPE\"]}" >/dev/null
+kw_expect 401 "a token without a client certificate"
+kw_req none POST /.well-known/jwks.json '{}' >/dev/null || true
+[ "$KW_CODE" = 401 ] || [ "$KW_CODE" = 405 ] || kw_fail "POST to the JWKS: $KW_CODE"
+
+# --- issue: the app's policy grants this scope, max_ttl 3600
+kw_req app POST /v1/tokens "{\"audience\":\"inference-gw\",\"scope\":[\"$SCOPE\"],\"ttl\":600}" >"$KW_DIR/tok.json"
+kw_expect 200 "token"
+TOKEN=$(kw_json token)
+[ "$(kw_json token_type)" = Bearer ] || kw_fail "token_type"
+jwks
+"$KW_PY" - "$KW_DIR/jwks.json" "$TOKEN" "$APP_ID" "$SCOPE" 600 "" <<'PY' || kw_fail "PyJWT rejected the token"
+import json, sys, jwt
+jwks, token, sub, scope, ttl, x5t = sys.argv[1:7]
+ks = jwt.PyJWKSet.from_dict(json.load(open(jwks)))
+hdr = jwt.get_unverified_header(token)
+assert hdr["alg"] == "ES256" and hdr["typ"] == "JWT", hdr
+key = next(k for k in ks.keys if k.key_id == hdr["kid"])
+c = jwt.decode(token, key.key, algorithms=["ES256"], audience="inference-gw",
+               issuer="https://keyward.test",
+               options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]})
+assert c["sub"] == sub, c
+assert c["scope"] == scope, c
+assert c["exp"] - c["iat"] == int(ttl), c
+assert len(c["jti"]) >= 16, c
+if x5t:
+    assert c["cnf"] == {"x5t#S256": x5t}, c
+else:
+    assert "cnf" not in c, c
+# A wrong audience or issuer, or another algorithm, is refused.
+for kw in ({"audience": "other", "issuer": "https://keyward.test"},
+           {"audience": "inference-gw", "issuer": "https://other"}):
+    try:
+        jwt.decode(token, key.key, algorithms=["ES256"], **kw)
+        raise SystemExit("accepted %r" % kw)
+    except jwt.InvalidTokenError:
+        pass
+PY
+
+# --- bound to the certificate: cnf is the x5t#S256 of the app's certificate
+kw_req app POST /v1/tokens "{\"audience\":\"inference-gw\",\"scope\":[\"$SCOPE\"],\"bind\":true}" >/dev/null
+kw_expect 200 "bound token"
+BOUND=$(kw_json token)
+X5T=$("$KW_PY" -c '
+import base64, hashlib, ssl, sys
+der = ssl.PEM_cert_to_DER_cert(open(sys.argv[1]).read())
+print(base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode())' "$KW_ENV/clients/app.pem")
+"$KW_PY" - "$KW_DIR/jwks.json" "$BOUND" "$APP_ID" "$SCOPE" 3600 "$X5T" <<'PY' || kw_fail "bound token"
+import json, sys, jwt
+jwks, token, sub, scope, ttl, x5t = sys.argv[1:7]
+key = jwt.PyJWKSet.from_dict(json.load(open(jwks))).keys[0]
+c = jwt.decode(token, key.key, algorithms=["ES256"], audience="inference-gw", issuer="https://keyward.test")
+assert c["cnf"] == {"x5t#S256": x5t}, c
+assert c["exp"] - c["iat"] == int(ttl), c   # the grant's max_ttl by default
+PY
+
+# --- the policy caps what a caller gets
+kw_req train-job POST /v1/tokens "{\"audience\":\"x\",\"scope\":[\"$SCOPE\"]}" >/dev/null
+kw_expect 403 "a caller without a token grant"
+kw_req app POST /v1/tokens '{"audience":"x","scope":["model:other:infer"]}' >/dev/null
+kw_expect 403 "a scope the grant does not hold"
+kw_req app POST /v1/tokens "{\"audience\":\"x\",\"scope\":[\"$SCOPE\"],\"ttl\":7200}" >/dev/null
+kw_expect 403 "a ttl over the grant's max_ttl"
+kw_req app POST /v1/tokens "{\"audience\":\"x\",\"scope\":[\"$SCOPE\"],\"ttl\":700000}" >/dev/null
+kw_expect 400 "a ttl over the broker's cap"
+
+# --- strict request schema
+for body in '{"scope":["a"]}' '{"audience":"x"}' '{"audience":"x","scope":[]}' \
+	'{"audience":"x","scope":["a*"]}' '{"audience":"x","scope":["a","a"]}' \
+	'{"audience":"x","scope":["a"],"ttl":0}' '{"audience":"x","scope":["a"],"bind":1}' \
+	'{"audience":"x","scope":["a"],"exp":1}' '{"audience":"x","scope":"a"}'; do
+	kw_req app POST /v1/tokens "$body" >/dev/null
+	kw_expect 400 "token request $body"
+done
+
+# --- never a token in a log; issuance audited with its jti
+AUDIT=$(kw_audit)
+JTI=$("$KW_PY" -c 'import jwt,sys; print(jwt.decode(sys.argv[1], options={"verify_signature": False})["jti"])' "$TOKEN")
+grep -q "\"op\":\"token\".*jti=$JTI" "$AUDIT" || kw_fail "the issuance is not audited with its jti"
+grep -q '"op":"token".*"outcome":"denied"' "$AUDIT" || kw_fail "a refused issuance is not audited"
+for t in "$TOKEN" "$BOUND"; do
+	sig=${t##*.}
+	grep -qF -- "$sig" "$AUDIT" "$KW_DIR/daemon.log" && kw_fail "a token reached a log"
+done
+"$KW_BIN" --verify-audit "$AUDIT" >/dev/null 2>&1 || kw_fail "audit chain after tokens"
+
+# --- the signing key survives a restart: old tokens still verify
+cp "$KW_DIR/jwks.json" "$KW_DIR/jwks.before"
+kill -TERM "$KW_PID"
+wait "$KW_PID" 2>/dev/null || true
+kw_start
+jwks
+cmp -s "$KW_DIR/jwks.before" "$KW_DIR/jwks.json" || kw_fail "the JWKS changed across a restart"
+"$KW_PY" - "$KW_DIR/jwks.json" "$TOKEN" "$APP_ID" "$SCOPE" 600 "" <<'PY' || kw_fail "token after restart"
+import json, sys, jwt
+jwks, token = sys.argv[1:3]
+key = jwt.PyJWKSet.from_dict(json.load(open(jwks))).keys[0]
+jwt.decode(token, key.key, algorithms=["ES256"], audience="inference-gw", issuer="https://keyward.test")
+PY
+echo "PASS"
