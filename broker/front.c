@@ -116,6 +116,8 @@ enum route {
 	RT_HEALTH,
 	RT_TOKENS,
 	RT_JWKS,
+	RT_TOKEN_REVOKE,
+	RT_TOKEN_INTROSPECT,
 	RT__COUNT
 };
 
@@ -161,6 +163,11 @@ static const struct route_info routes[RT__COUNT] = {
         KWD_REQ_TOKEN, BODY_REQUIRED, 200},
     [RT_JWKS] = {"jwks", "jwks", KWD_MSG_JWKS, KWD_MSG_R_JWKS, KWD_REQ_EMPTY,
         BODY_NONE, 200},
+    [RT_TOKEN_REVOKE] = {"token_revoke", "admin.revoke", KWD_MSG_TOKEN_REVOKE,
+        KWD_MSG_R_OK, KWD_REQ_REVOKE, BODY_REQUIRED, 200},
+    [RT_TOKEN_INTROSPECT] = {"token_introspect", "introspect",
+        KWD_MSG_TOKEN_INTROSPECT, KWD_MSG_R_INTROSPECT, KWD_REQ_INTROSPECT,
+        BODY_REQUIRED, 200},
 };
 
 /* The one route a client without a certificate may use. */
@@ -1687,6 +1694,14 @@ route_path(const char *path, const char *method, bool metrics, char *name,
 		*allow = "POST";
 		return post ? RT_TOKENS : RT_NONE;
 	}
+	if (strcmp(path, "/v1/tokens/revoke") == 0) {
+		*allow = "POST";
+		return post ? RT_TOKEN_REVOKE : RT_NONE;
+	}
+	if (strcmp(path, "/v1/tokens/introspect") == 0) {
+		*allow = "POST";
+		return post ? RT_TOKEN_INTROSPECT : RT_NONE;
+	}
 	if (strcmp(path, JWKS_PATH) == 0) {
 		*allow = "GET";
 		return get ? RT_JWKS : RT_NONE;
@@ -1897,6 +1912,8 @@ uri_log(void *cls, const char *uri, struct MHD_Connection *mc)
 	if (c == NULL)
 		return NULL;
 	r = &c->req;
+	if (r->body != NULL)
+		sodium_memzero(r->body, r->body_cap);
 	free(r->body);
 	memset(r, 0, sizeof *r);
 	r->conn = c;
@@ -1942,6 +1959,9 @@ completed(void *cls, struct MHD_Connection *mc, void **con_cls,
 		return;
 	c = r->conn;
 	count_request(r);
+	/* A body may carry a credential (a token to introspect). */
+	if (r->body != NULL)
+		sodium_memzero(r->body, r->body_cap);
 	free(r->body);
 	r->body = NULL;
 	r->body_len = r->body_cap = 0;
@@ -2163,6 +2183,13 @@ answer(struct MHD_Connection *mc, struct req *r, struct chan *ch)
 		if (body == NULL)
 			return send_internal(mc, r);
 		return send_body(mc, r, ri->ok_status, body, len, true, NULL);
+	case RT_TOKEN_REVOKE:
+		body = strdup("{\"revoked\":true}");
+		if (body == NULL)
+			return send_internal(mc, r);
+		return send_body(mc, r, ri->ok_status, body, strlen(body),
+		    false, NULL);
+	case RT_TOKEN_INTROSPECT:
 	case RT_JWKS: {
 		const struct kwd_field *f = kwd_msg_get(m, KWD_TAG_JSON, 0);
 
@@ -2241,6 +2268,16 @@ process(struct MHD_Connection *mc, struct req *r)
 		kwd_msg_put_u32(&ch->out, KWD_TAG_TTL, q->ttl);
 		if (q->bind)
 			kwd_msg_put_str(&ch->out, KWD_TAG_CNF, c->x5t);
+		break;
+	case RT_TOKEN_REVOKE:
+		if (q->jti[0] != '\0')
+			kwd_msg_put_str(&ch->out, KWD_TAG_JTI, q->jti);
+		else
+			kwd_msg_put_str(&ch->out, KWD_TAG_SUBJECT, q->sub);
+		break;
+	case RT_TOKEN_INTROSPECT:
+		kwd_msg_put_str(&ch->out, KWD_TAG_TOKEN, q->token);
+		sodium_memzero(q->token, sizeof q->token);
 		break;
 	case RT_KEYS_CREATE:
 		kwd_msg_put_str(&ch->out, KWD_TAG_KEY, q->name);

@@ -83,6 +83,10 @@ struct keeper {
 	uint32_t tok_active;
 	char *tok_jwks;
 
+	pthread_rwlock_t rev_lock;
+	struct revoked *rev;
+	size_t nrev, caprev;
+
 	pthread_mutex_t p11_lock;
 	struct kwd_p11_config p11cfg; /* the configuration's, PIN read */
 	struct kw_secret *pin;
@@ -353,6 +357,10 @@ policy_op(uint16_t type)
 		return KWD_OP_DECRYPT;
 	case KWD_MSG_TOKEN_ISSUE:
 		return KWD_OP_TOKEN;
+	case KWD_MSG_TOKEN_REVOKE:
+		return KWD_OP_ADMIN_REVOKE;
+	case KWD_MSG_TOKEN_INTROSPECT:
+		return KWD_OP_INTROSPECT;
 	default:
 		return KWD_OP_REWRAP;
 	}
@@ -1148,6 +1156,307 @@ do_jwks(struct worker *wk, uint64_t rid)
 	pthread_mutex_unlock(&k->tok_lock);
 }
 
+/* ---- token verification and revocation ---- */
+
+/* Revocations in memory (loaded at start, added to before a revoke is
+ * answered, so that it holds for the next request). */
+struct revoked {
+	char jti[KWD_TOKEN_JTI_MAX + 1]; /* "" for a subject entry */
+	char sub[KWD_TOKEN_STR_MAX + 1];
+	uint64_t until; /* forgotten after: no token it covers lives on */
+	uint64_t before; /* subject entries: tokens issued before this */
+};
+
+/* rev_add: rev_lock held for writing. Expired entries are dropped. */
+static int
+rev_add(struct keeper *k, const char *jti, const char *sub, uint64_t until,
+    uint64_t before)
+{
+	uint64_t now = (uint64_t)time(NULL);
+	size_t j = 0;
+
+	for (size_t i = 0; i < k->nrev; i++)
+		if (k->rev[i].until >= now)
+			k->rev[j++] = k->rev[i];
+	k->nrev = j;
+	for (size_t i = 0; i < k->nrev; i++) {
+		struct revoked *r = &k->rev[i];
+
+		if (jti != NULL && strcmp(r->jti, jti) == 0)
+			return KW_OK;
+		if (sub != NULL && r->jti[0] == '\0' &&
+		    strcmp(r->sub, sub) == 0) {
+			if (before > r->before)
+				r->before = before;
+			if (until > r->until)
+				r->until = until;
+			return KW_OK;
+		}
+	}
+	if (k->nrev == k->caprev) {
+		size_t cap = k->caprev == 0 ? 64 : k->caprev * 2;
+		struct revoked *p = realloc(k->rev, cap * sizeof *p);
+
+		if (p == NULL)
+			return KW_ERR_NOMEM;
+		k->rev = p;
+		k->caprev = cap;
+	}
+	memset(&k->rev[k->nrev], 0, sizeof k->rev[0]);
+	if (jti != NULL)
+		snprintf(k->rev[k->nrev].jti, sizeof k->rev[0].jti, "%s", jti);
+	else
+		snprintf(k->rev[k->nrev].sub, sizeof k->rev[0].sub, "%s", sub);
+	k->rev[k->nrev].until = until;
+	k->rev[k->nrev].before = before;
+	k->nrev++;
+	return KW_OK;
+}
+
+static int
+rev_load(void *arg, const char *jti, const char *sub, uint64_t until,
+    uint64_t before)
+{
+	return rev_add(arg, jti, sub, until, before);
+}
+
+static bool
+rev_check(struct keeper *k, const struct kwd_token_claims *cl)
+{
+	bool revoked = false;
+
+	pthread_rwlock_rdlock(&k->rev_lock);
+	for (size_t i = 0; i < k->nrev && !revoked; i++) {
+		const struct revoked *r = &k->rev[i];
+
+		if (r->jti[0] != '\0')
+			revoked = strcmp(r->jti, cl->jti) == 0;
+		else
+			revoked = strcmp(r->sub, cl->sub) == 0 &&
+			    (uint64_t)cl->iat < r->before;
+	}
+	pthread_rwlock_unlock(&k->rev_lock);
+	return revoked;
+}
+
+static int
+tok_lookup(const char *kid, void *arg, EVP_PKEY **ret_key)
+{
+	struct worker *wk = arg;
+	struct keeper *k = wk->k;
+	int rv;
+
+	pthread_mutex_lock(&k->tok_lock);
+	rv = tokkeys_load(k, wk->w);
+	if (rv == KW_OK) {
+		rv = KW_ERR_NOT_FOUND;
+		for (size_t i = 0; i < k->tok_n; i++)
+			if (strcmp(k->tok[i].kid, kid) == 0 &&
+			    EVP_PKEY_up_ref(k->tok[i].pub) == 1) {
+				*ret_key = k->tok[i].pub;
+				rv = KW_OK;
+				break;
+			}
+	}
+	pthread_mutex_unlock(&k->tok_lock);
+	return rv;
+}
+
+/*
+ * token_check: a keyward token, verified (TOKENS.md: signature under a
+ * published kid, claims, iss, aud, time with 30 s leeway, lifetime cap,
+ * certificate binding against x5t, the presented certificate's
+ * thumbprint or NULL) and not revoked. KW_ERR_UNAUTHENTICATED with the
+ * reason for the audit record otherwise.
+ */
+static int
+token_check(struct worker *wk, const char *jws, const char *aud,
+    const char *x5t, struct kwd_token_claims *cl, char *reason, size_t rlen)
+{
+	struct keeper *k = wk->k;
+	struct kwd_token_verify_opts o = {
+	    .issuer =
+	        k->cfg->token_issuer != NULL ? k->cfg->token_issuer : "keyward",
+	    .audience = aud,
+	    .now = (int64_t)time(NULL),
+	    .leeway = KWD_TOKEN_LEEWAY_MAX,
+	    .max_ttl = TOKEN_TTL_CAP,
+	    .cert_thumbprint = x5t,
+	};
+	int rv;
+
+	rv = worker_p11(wk);
+	if (rv != KW_OK) {
+		snprintf(reason, rlen, "HSM unavailable: %s",
+		    kw_error_name(rv));
+		return rv;
+	}
+	rv = kwd_token_verify(jws, strlen(jws), &o, tok_lookup, wk, cl, reason,
+	    rlen);
+	if (rv == KW_ERR_NOT_FOUND) /* no token key yet: nothing we issued */
+		rv = KW_ERR_UNAUTHENTICATED;
+	if (rv == KW_OK && rev_check(k, cl)) {
+		snprintf(reason, rlen, "token revoked (jti=%s)", cl->jti);
+		rv = KW_ERR_UNAUTHENTICATED;
+	}
+	return rv;
+}
+
+/*
+ * peek_aud: the aud claim of a token, and its cnf thumbprint if any,
+ * unverified: introspection verifies for the audience the token names,
+ * and returns cnf for the resource server to compare with its client's
+ * certificate (RFC 8705 section 3.2).
+ */
+static bool
+peek_aud(const char *jws, char *aud, size_t audlen, char *cnf, size_t cnflen)
+{
+	const char *p = strchr(jws, '.'), *q;
+	unsigned char *buf = NULL;
+	size_t len = 0;
+	json_t *root = NULL;
+	const char *a;
+	bool ok = false;
+
+	if (p == NULL || (q = strchr(p + 1, '.')) == NULL ||
+	    (size_t)(q - p - 1) > KWD_TOKEN_MAX)
+		return false;
+	buf = malloc(KWD_TOKEN_MAX);
+	if (buf == NULL)
+		return false;
+	if (kwd_token_b64url_decode(p + 1, (size_t)(q - p - 1), buf,
+	        KWD_TOKEN_MAX, &len) == KW_OK)
+		root = json_loadb((const char *)buf, len,
+		    JSON_REJECT_DUPLICATES, NULL);
+	a = json_string_value(json_object_get(root, "aud"));
+	if (a != NULL && strlen(a) < audlen) {
+		snprintf(aud, audlen, "%s", a);
+		ok = true;
+	}
+	a = json_string_value(
+	    json_object_get(json_object_get(root, "cnf"), "x5t#S256"));
+	cnf[0] = '\0';
+	if (a != NULL && strlen(a) < cnflen)
+		snprintf(cnf, cnflen, "%s", a);
+	json_decref(root);
+	free(buf);
+	return ok;
+}
+
+/*
+ * do_introspect: RFC 7662 section 2.2. The caller needs "introspect" on
+ * the token's audience; a token that is not active gets {"active":false}
+ * and nothing else.
+ */
+static int
+do_introspect(struct worker *wk, const struct kwd_msg *m, const char *identity,
+    char *aud, size_t audlen, char *reason, size_t rlen)
+{
+	char *jws = NULL, *text = NULL;
+	struct kwd_token_claims *cl = NULL;
+	const struct kwd_field *f = kwd_msg_get(m, KWD_TAG_TOKEN, 0);
+	json_t *doc = NULL;
+	char why[256] = "", cnf[KWD_TOKEN_THUMB_LEN + 1];
+	int rv;
+
+	if (f == NULL || (jws = malloc(f->len + 1)) == NULL ||
+	    (cl = calloc(1, sizeof *cl)) == NULL) {
+		free(jws);
+		return KW_ERR_NOMEM;
+	}
+	memcpy(jws, f->p, f->len);
+	jws[f->len] = '\0';
+	if (!peek_aud(jws, aud, audlen, cnf, sizeof cnf)) {
+		aud[0] = '\0';
+		snprintf(why, sizeof why, "not a token");
+		rv = KW_ERR_UNAUTHENTICATED;
+	} else if (!allowed(wk->k, identity, KWD_OP_INTROSPECT, aud, NULL,
+	               reason, rlen)) {
+		rv = KW_ERR_DENIED;
+		goto out;
+	} else {
+		rv = token_check(wk, jws, aud, cnf[0] != '\0' ? cnf : NULL, cl,
+		    why, sizeof why);
+	}
+	if (rv == KW_OK) {
+		doc = json_pack("{s:b,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:s,s:s}",
+		    "active", 1, "scope", cl->scope, "sub", cl->sub, "aud",
+		    cl->aud, "iss", cl->iss, "exp", (json_int_t)cl->exp, "iat",
+		    (json_int_t)cl->iat, "nbf", (json_int_t)cl->nbf, "jti",
+		    cl->jti, "token_type", "Bearer");
+		if (doc != NULL && cl->cnf[0] != '\0')
+			json_object_set_new(doc, "cnf",
+			    json_pack("{s:s}", "x5t#S256", cl->cnf));
+		snprintf(reason, rlen, "active jti=%s", cl->jti);
+	} else if (rv == KW_ERR_UNAUTHENTICATED) {
+		doc = json_pack("{s:b}", "active", 0);
+		snprintf(reason, rlen, "inactive: %s", why);
+		rv = KW_OK;
+	} else {
+		snprintf(reason, rlen, "%s", why);
+		goto out;
+	}
+	text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+	if (text == NULL) {
+		rv = KW_ERR_NOMEM;
+		goto out;
+	}
+	kwd_msg_begin(&wk->out, KWD_MSG_R_INTROSPECT, m->rid);
+	kwd_msg_put(&wk->out, KWD_TAG_JSON, (const unsigned char *)text,
+	    strlen(text));
+out:
+	free(text);
+	json_decref(doc);
+	sodium_memzero(jws, f->len);
+	free(jws);
+	sodium_memzero(cl, sizeof *cl);
+	free(cl);
+	return rv;
+}
+
+/*
+ * do_revoke: by jti (until the longest a token can live) or by subject
+ * (every token issued to it until now). Committed to the store, then in
+ * memory, then answered: effective for the next request, and after a
+ * restart.
+ */
+static int
+do_revoke(struct worker *wk, const struct kwd_msg *m, char *reason, size_t rlen)
+{
+	struct keeper *k = wk->k;
+	char jti[KWD_TOKEN_JTI_MAX + 1] = "", sub[KWD_TOKEN_STR_MAX + 1] = "";
+	uint64_t now = (uint64_t)time(NULL);
+	uint64_t until = now + TOKEN_TTL_CAP + KWD_TOKEN_LEEWAY_MAX;
+	bool by_jti = kwd_msg_str(m, KWD_TAG_JTI, 0, jti, sizeof jti);
+	bool by_sub = kwd_msg_str(m, KWD_TAG_SUBJECT, 0, sub, sizeof sub);
+	int rv;
+
+	if (by_jti == by_sub) {
+		snprintf(reason, rlen, "one of jti and sub");
+		return KW_ERR_INVALID;
+	}
+	pthread_mutex_lock(&k->store_lock);
+	rv = by_jti ? kwd_store_revoke_jti(k->store, jti, until)
+	            /* A token issued in this very second is covered too. */
+	            : kwd_store_revoke_sub(k->store, sub, now + 1, until);
+	pthread_mutex_unlock(&k->store_lock);
+	if (rv == KW_OK) {
+		pthread_rwlock_wrlock(&k->rev_lock);
+		rv = by_jti ? rev_add(k, jti, NULL, until, 0)
+		            : rev_add(k, NULL, sub, until, now + 1);
+		pthread_rwlock_unlock(&k->rev_lock);
+	}
+	if (rv != KW_OK) {
+		snprintf(reason, rlen, "revocation not recorded: %s",
+		    kw_error_name(rv));
+		return rv;
+	}
+	snprintf(reason, rlen, "revoked %s=%s", by_jti ? "jti" : "sub",
+	    by_jti ? jti : sub);
+	kwd_msg_begin(&wk->out, KWD_MSG_R_OK, m->rid);
+	return KW_OK;
+}
+
 /* ---- health, stats, audit events ---- */
 
 static void
@@ -1330,7 +1639,10 @@ handle(struct worker *wk)
 	 * not even whether the key exists. A listing is filtered key by
 	 * key instead (do_key_list). */
 	if (m->type != KWD_MSG_KEY_LIST && m->type != KWD_MSG_TOKEN_ISSUE &&
-	    !allowed(k, identity, op, name, c, reason, sizeof reason)) {
+	    m->type != KWD_MSG_TOKEN_INTROSPECT &&
+	    !allowed(k, identity, op,
+	        m->type == KWD_MSG_TOKEN_REVOKE ? "token" : name, c, reason,
+	        sizeof reason)) {
 		rv = KW_ERR_DENIED;
 		goto done;
 	}
@@ -1406,6 +1718,13 @@ handle(struct worker *wk)
 		 * the audited resource. */
 		rv = do_token_issue(wk, m, identity, aud, sizeof aud, reason,
 		    sizeof reason);
+		break;
+	case KWD_MSG_TOKEN_INTROSPECT:
+		rv = do_introspect(wk, m, identity, aud, sizeof aud, reason,
+		    sizeof reason);
+		break;
+	case KWD_MSG_TOKEN_REVOKE:
+		rv = do_revoke(wk, m, reason, sizeof reason);
 		break;
 	default:
 		rv = KW_ERR_INVALID;
@@ -1663,6 +1982,7 @@ kwd_keeper_run(const struct kwd_keeper_args *a)
 	pthread_rwlock_init(&k.meta_lock, NULL);
 	pthread_mutex_init(&k.p11_lock, NULL);
 	pthread_mutex_init(&k.tok_lock, NULL);
+	pthread_rwlock_init(&k.rev_lock, NULL);
 
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
@@ -1700,6 +2020,14 @@ kwd_keeper_run(const struct kwd_keeper_args *a)
 		goto out;
 	if (keeper_open(&k, a->cfg) != KW_OK)
 		goto out;
+	/* Revoked tokens stay revoked across restarts. */
+	rv = kwd_store_revocations(k.store, (uint64_t)time(NULL), rev_load, &k);
+	if (rv != KW_OK) {
+		kw_log(KW_LOG_ERR, "keeper.revocations",
+		    "cannot load token revocations",
+		    KW_F("error", kw_error_name(rv)));
+		goto out;
+	}
 	if (kwd_sandbox_seccomp_keeper() != KW_OK) {
 		kw_log(KW_LOG_ERR, "keeper.seccomp",
 		    "cannot install the filter", );

@@ -51,7 +51,7 @@
 #define ADMIN_OPS                                                     \
 	((1u << KWD_OP_ADMIN_CREATE) | (1u << KWD_OP_ADMIN_LIST) |    \
 	    (1u << KWD_OP_ADMIN_READ) | (1u << KWD_OP_ADMIN_ROTATE) | \
-	    (1u << KWD_OP_ADMIN_PATCH))
+	    (1u << KWD_OP_ADMIN_PATCH) | (1u << KWD_OP_ADMIN_REVOKE))
 
 /*
  * A glob split at its first and last star: the literal head and tail
@@ -107,6 +107,8 @@ static const char *const op_names[KWD_OP__COUNT] = {
     [KWD_OP_ADMIN_READ] = "admin.read",
     [KWD_OP_ADMIN_ROTATE] = "admin.rotate",
     [KWD_OP_ADMIN_PATCH] = "admin.patch",
+    [KWD_OP_ADMIN_REVOKE] = "admin.revoke",
+    [KWD_OP_INTROSPECT] = "introspect",
 };
 
 struct field {

@@ -48,6 +48,8 @@ enum kwd_policy_op {
 	KWD_OP_ADMIN_READ,
 	KWD_OP_ADMIN_ROTATE,
 	KWD_OP_ADMIN_PATCH,
+	KWD_OP_ADMIN_REVOKE, /* revoke tokens; resource "token" */
+	KWD_OP_INTROSPECT, /* introspect tokens; resource: their audience */
 	KWD_OP__COUNT
 };
 

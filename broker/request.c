@@ -469,6 +469,85 @@ parse_token(json_t *root, struct kwd_req *req, char *err, size_t errlen)
 }
 
 static int
+parse_revoke(json_t *root, struct kwd_req *req, char *err, size_t errlen)
+{
+	static const char *const fields[] = {"jti", "sub", NULL};
+	json_t *j, *s;
+	size_t len;
+	int rv;
+
+	if ((rv = only_fields(root, fields, err, errlen)) != KW_OK)
+		return rv;
+	j = json_object_get(root, "jti");
+	s = json_object_get(root, "sub");
+	if ((j == NULL) == (s == NULL))
+		return fail(err, errlen,
+		    "expected one of jti (a token) and sub (every token of a "
+		    "subject)");
+	if (j != NULL) {
+		const char *v = json_string_value(j);
+
+		len = json_is_string(j) ? json_string_length(j) : 0;
+		if (len < 16 || len > 64)
+			return fail(err, errlen,
+			    "jti: expected a token id (16 to 64 of A-Z a-z 0-9 "
+			    "- _)");
+		for (size_t i = 0; i < len; i++)
+			if (!((v[i] >= 'A' && v[i] <= 'Z') ||
+			        (v[i] >= 'a' && v[i] <= 'z') ||
+			        (v[i] >= '0' && v[i] <= '9') || v[i] == '-' ||
+			        v[i] == '_'))
+				return fail(err, errlen,
+				    "jti: expected a token id (16 to 64 of A-Z "
+				    "a-z 0-9 - _)");
+		memcpy(req->jti, v, len + 1);
+		return KW_OK;
+	}
+	len = json_is_string(s) ? json_string_length(s) : 0;
+	if (len == 0 || len >= sizeof req->sub ||
+	    !ctx_val_ok(json_string_value(s), len))
+		return fail(err, errlen,
+		    "sub: expected an identity of 1 to %zu printable "
+		    "characters",
+		    sizeof req->sub - 1);
+	memcpy(req->sub, json_string_value(s), len + 1);
+	return KW_OK;
+}
+
+static int
+parse_introspect(json_t *root, struct kwd_req *req, char *err, size_t errlen)
+{
+	static const char *const fields[] = {"token", NULL};
+	json_t *t;
+	size_t len;
+	int rv;
+
+	if ((rv = only_fields(root, fields, err, errlen)) != KW_OK)
+		return rv;
+	t = json_object_get(root, "token");
+	len = json_is_string(t) ? json_string_length(t) : 0;
+	/* The token itself is judged by the keeper; here only its size and
+	 * alphabet (base64url and dots), so nothing else crosses over. */
+	if (len == 0 || len > KWD_REQ_TOKEN_MAX)
+		return fail(err, errlen,
+		    "token: expected a token of 1 to %d characters",
+		    KWD_REQ_TOKEN_MAX);
+	for (size_t i = 0; i < len; i++) {
+		char ch = json_string_value(t)[i];
+
+		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+		        (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' ||
+		        ch == '.'))
+			return fail(err, errlen,
+			    "token: expected base64url and dots");
+	}
+	memcpy(req->token, json_string_value(t), len + 1);
+	/* jansson's copy, in its heap: wiped before it is freed. */
+	sodium_memzero((char *)json_string_value(t), len);
+	return KW_OK;
+}
+
+static int
 parse_patch(json_t *root, struct kwd_req *req, char *err, size_t errlen)
 {
 	static const char *const fields[] = {"min_decrypt_version",
@@ -584,6 +663,12 @@ kwd_req_parse(enum kwd_req_kind kind, const char *body, size_t len,
 	case KWD_REQ_TOKEN:
 		rv = parse_token(root, req, err, errlen);
 		break;
+	case KWD_REQ_REVOKE:
+		rv = parse_revoke(root, req, err, errlen);
+		break;
+	case KWD_REQ_INTROSPECT:
+		rv = parse_introspect(root, req, err, errlen);
+		break;
 	case KWD_REQ_UNWRAP:
 		rv = only_fields(root, unwrap_fields, err, errlen);
 		if (rv == KW_OK)
@@ -602,6 +687,8 @@ done:
 	rv = KW_OK;
 out:
 	json_decref(root);
+	if (req != NULL)
+		sodium_memzero(req, sizeof *req); /* an introspected token */
 	free(req);
 	return rv;
 }

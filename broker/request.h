@@ -29,6 +29,7 @@
 #define KWD_REQ_SCOPES_MAX 32
 #define KWD_REQ_SCOPE_MAX 128
 #define KWD_REQ_TTL_MAX 31536000
+#define KWD_REQ_TOKEN_MAX 8192
 
 struct kwd_req {
 	char name[64]; /* POST /v1/keys */
@@ -47,6 +48,11 @@ struct kwd_req {
 	char scopes[KWD_REQ_SCOPES_MAX][KWD_REQ_SCOPE_MAX + 1];
 	uint32_t ttl; /* 0: not given */
 	bool bind; /* bind to the caller's certificate (RFC 8705) */
+	/* POST /v1/tokens/revoke: one of jti and sub */
+	char jti[65];
+	char sub[256];
+	/* POST /v1/tokens/introspect (a credential: wiped after use) */
+	char token[KWD_REQ_TOKEN_MAX + 1];
 };
 
 enum kwd_req_kind {
@@ -59,6 +65,8 @@ enum kwd_req_kind {
 	KWD_REQ_DATAKEY, /* {"context"} */
 	KWD_REQ_UNWRAP, /* decrypt, rewrap: {"wrapped", "context"} */
 	KWD_REQ_TOKEN, /* {"audience", "scope": [..], "ttl"?, "bind"?} */
+	KWD_REQ_REVOKE, /* {"jti"} or {"sub"} */
+	KWD_REQ_INTROSPECT, /* {"token"} (RFC 7662 takes a form; JSON here) */
 };
 
 KW_WUR int kwd_req_parse(enum kwd_req_kind kind, const char *body, size_t len,

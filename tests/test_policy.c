@@ -512,7 +512,8 @@ test_policy_op_names(void **state)
 {
 	static const char *const names[] = {"datakey", "decrypt", "rewrap",
 	    "token", "cert", "secret.read", "secret.write", "admin.create",
-	    "admin.list", "admin.read", "admin.rotate", "admin.patch"};
+	    "admin.list", "admin.read", "admin.rotate", "admin.patch",
+	    "admin.revoke", "introspect"};
 
 	(void)state;
 	assert_int_equal(N(names), KWD_OP__COUNT);
@@ -1525,6 +1526,59 @@ test_policy_perf_1000_rules(void **state)
 	kwd_policy_free(p);
 }
 
+/* Token grants: scopes by glob, lifetime by max_ttl (default 3600). */
+static void
+test_policy_token_caps(void **state)
+{
+	static const char pol[] =
+	    "{\"version\":1,\"rules\":["
+	    "{\"identity\":\"spiffe://x/app/*\",\"grants\":["
+	    "{\"operations\":[\"token\"],\"scopes\":[\"model:*:infer\","
+	    "\"kw:decrypt:datasets\"],\"max_ttl\":600}]},"
+	    "{\"identity\":\"spiffe://x/job\",\"grants\":["
+	    "{\"operations\":[\"token\"],\"scopes\":[\"a\"]}]}]}";
+	const char *ok[] = {"model:llama:infer", "kw:decrypt:datasets"};
+	const char *bad[] = {"model:llama:infer", "model:llama:train"};
+	const char *one[] = {"a"};
+	struct kwd_policy *p = NULL;
+	char reason[256], err[256];
+	uint32_t ttl = 0;
+
+	(void)state;
+	assert_int_equal(kwd_policy_parse(pol, sizeof pol - 1, &p, err,
+	                     sizeof err),
+	    KW_OK);
+	assert_true(kwd_policy_token(p, "spiffe://x/app/gw", ok, 2, 0, &ttl,
+	    reason, sizeof reason));
+	assert_int_equal(ttl, 600);
+	assert_string_equal(reason, "allowed by rules[0].grants[0]");
+	assert_true(kwd_policy_token(p, "spiffe://x/app/gw", ok, 1, 60, &ttl,
+	    reason, sizeof reason));
+	assert_int_equal(ttl, 60);
+	ttl = 7;
+	assert_false(kwd_policy_token(p, "spiffe://x/app/gw", ok, 2, 601, &ttl,
+	    reason, sizeof reason));
+	assert_int_equal(ttl, 7);
+	assert_non_null(strstr(reason, "max_ttl"));
+	assert_false(kwd_policy_token(p, "spiffe://x/app/gw", bad, 2, 0, &ttl,
+	    reason, sizeof reason));
+	assert_non_null(strstr(reason, "model:llama:train"));
+	assert_false(kwd_policy_token(p, "spiffe://x/other", one, 1, 0, &ttl,
+	    reason, sizeof reason));
+	assert_string_equal(reason, "no token grant for this identity");
+	/* No max_ttl: the default. */
+	assert_true(kwd_policy_token(p, "spiffe://x/job", one, 1, 0, &ttl,
+	    reason, sizeof reason));
+	assert_int_equal(ttl, KWD_POLICY_TOKEN_TTL);
+	assert_false(kwd_policy_token(p, "spiffe://x/job", one, 1,
+	    KWD_POLICY_TOKEN_TTL + 1, &ttl, reason, sizeof reason));
+	assert_false(
+	    kwd_policy_token(p, "", one, 1, 0, &ttl, reason, sizeof reason));
+	assert_false(kwd_policy_token(p, "spiffe://x/job", one, 0, 0, &ttl,
+	    reason, sizeof reason));
+	kwd_policy_free(p);
+}
+
 int
 main(void)
 {
@@ -1539,6 +1593,7 @@ main(void)
 	    cmocka_unit_test(test_policy_glob_edges),
 	    cmocka_unit_test(test_policy_glob_many_stars),
 	    cmocka_unit_test(test_policy_glob_reference),
+	    cmocka_unit_test(test_policy_token_caps),
 	    cmocka_unit_test(test_policy_op_names),
 	    cmocka_unit_test(test_policy_accepts),
 	    cmocka_unit_test(test_policy_refuses_top),

@@ -25,7 +25,7 @@
 #include "request.h"
 #include "store.h"
 
-#define NKINDS 6
+#define NKINDS 8
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -164,6 +164,26 @@ check_req(enum kwd_req_kind kind, const struct kwd_req *r)
 		check(r->ttl <= KWD_REQ_TTL_MAX, "token: ttl in range");
 		check(nlen == 0 && r->nctx == 0 && r->wrapped_len == 0,
 		    "token: nothing else");
+		break;
+	case KWD_REQ_REVOKE:
+		check((r->jti[0] != '\0') != (r->sub[0] != '\0'),
+		    "revoke: one of jti and sub");
+		check(strlen(r->jti) == 0 ||
+		        (strlen(r->jti) >= 16 && strlen(r->jti) <= 64),
+		    "revoke: jti length");
+		check(memchr(r->sub, '\0', sizeof r->sub) != NULL,
+		    "revoke: sub terminated");
+		break;
+	case KWD_REQ_INTROSPECT:
+		check(r->token[0] != '\0' &&
+		        memchr(r->token, '\0', sizeof r->token) != NULL,
+		    "introspect: a terminated token");
+		for (const char *p = r->token; *p; p++)
+			check((*p >= 'A' && *p <= 'Z') ||
+			        (*p >= 'a' && *p <= 'z') ||
+			        (*p >= '0' && *p <= '9') || *p == '-' ||
+			        *p == '_' || *p == '.',
+			    "introspect: base64url and dots");
 		break;
 	}
 }

@@ -10,6 +10,17 @@ kw_need
 "$KW_PY" -c 'import jwt, cryptography' 2>/dev/null ||
 	kw_skip "PyJWT or cryptography missing for $KW_PY (apt-get install python3-jwt python3-cryptography)"
 kw_setup 'c["token_issuer"] = "https://keyward.test"'
+cat >"$KW_ENV/policy.json" <<'EOF'
+{"version": 1, "rules": [
+  {"identity": "spiffe://keyward.dev/job/train-llama",
+   "grants": [{"operations": ["datakey", "decrypt"], "resources": ["datasets"]}]},
+  {"identity": "alice.operators.keyward.dev",
+   "grants": [{"operations": ["admin.*"], "resources": ["*"]}]},
+  {"identity": "spiffe://keyward.dev/app/inference-gw",
+   "grants": [{"operations": ["token"], "scopes": ["model:llama-70b:infer"], "max_ttl": 3600},
+              {"operations": ["introspect"], "resources": ["inference-gw"]}]}
+]}
+EOF
 kw_start
 
 APP_ID=spiffe://keyward.dev/app/inference-gw
@@ -110,6 +121,52 @@ for t in "$TOKEN" "$BOUND"; do
 done
 "$KW_BIN" --verify-audit "$AUDIT" >/dev/null 2>&1 || kw_fail "audit chain after tokens"
 
+# --- introspection (RFC 7662): for the token's audience only
+introspect() { # introspect WHO TOKEN: prints "active" or "inactive"
+	kw_req "$1" POST /v1/tokens/introspect "{\"token\":\"$2\"}" >"$KW_DIR/intro.json"
+	kw_expect 200 "introspect"
+	"$KW_PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print("active" if d["active"] else "inactive"); assert d["active"] or d == {"active": False}, d' "$KW_DIR/intro.json"
+}
+[ "$(introspect app "$TOKEN")" = active ] || kw_fail "introspect an active token: $(cat "$KW_DIR/intro.json")"
+"$KW_PY" - "$KW_DIR/intro.json" "$APP_ID" "$SCOPE" <<'PY' || kw_fail "introspection answer: $(cat "$KW_DIR/intro.json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["sub"] == sys.argv[2] and d["scope"] == sys.argv[3], d
+assert d["aud"] == "inference-gw" and d["iss"] == "https://keyward.test", d
+assert d["token_type"] == "Bearer" and d["exp"] - d["iat"] == 600, d
+PY
+[ "$(introspect app "$BOUND")" = active ] || kw_fail "introspect a bound token"
+grep -q x5t "$KW_DIR/intro.json" || kw_fail "introspection of a bound token lacks cnf"
+[ "$(introspect app "${TOKEN%?????}AAAAA")" = inactive ] || kw_fail "a token with an edited signature is active"
+[ "$(introspect app "abc.def.ghi")" = inactive ] || kw_fail "garbage is active"
+kw_req train-job POST /v1/tokens/introspect "{\"token\":\"$TOKEN\"}" >/dev/null
+kw_expect 403 "introspection without the grant"
+kw_req app POST /v1/tokens/introspect '{"token":"a b"}' >/dev/null
+kw_expect 400 "introspection of a non-token"
+
+# --- revocation by jti: effective for the next request
+kw_req app POST /v1/tokens/revoke "{\"jti\":\"$JTI\"}" >/dev/null
+kw_expect 403 "revocation by a caller without admin.revoke"
+kw_req operator POST /v1/tokens/revoke "{\"jti\":\"$JTI\"}" >/dev/null
+kw_expect 200 "revoke by jti"
+[ "$(introspect app "$TOKEN")" = inactive ] || kw_fail "a revoked token is still active"
+[ "$(introspect app "$BOUND")" = active ] || kw_fail "revoking one jti revoked another token"
+kw_req operator POST /v1/tokens/revoke '{"jti":"short"}' >/dev/null
+kw_expect 400 "revoke with a malformed jti"
+kw_req operator POST /v1/tokens/revoke '{"jti":"aaaaaaaaaaaaaaaaaaaa","sub":"x"}' >/dev/null
+kw_expect 400 "revoke with both jti and sub"
+
+# --- revocation by subject: every token issued to it so far
+kw_req operator POST /v1/tokens/revoke "{\"sub\":\"$APP_ID\"}" >/dev/null
+kw_expect 200 "revoke by subject"
+[ "$(introspect app "$BOUND")" = inactive ] || kw_fail "a token of a revoked subject is active"
+sleep 1.1
+kw_req app POST /v1/tokens "{\"audience\":\"inference-gw\",\"scope\":[\"$SCOPE\"]}" >/dev/null
+kw_expect 200 "a new token after the subject's revocation"
+FRESH=$(kw_json token)
+[ "$(introspect app "$FRESH")" = active ] || kw_fail "a token issued after the revocation is inactive"
+grep -q '"op":"admin.revoke".*revoked jti=' "$AUDIT" || kw_fail "revocation not audited"
+
 # --- the signing key survives a restart: old tokens still verify
 cp "$KW_DIR/jwks.json" "$KW_DIR/jwks.before"
 kill -TERM "$KW_PID"
@@ -123,4 +180,8 @@ jwks, token = sys.argv[1:3]
 key = jwt.PyJWKSet.from_dict(json.load(open(jwks))).keys[0]
 jwt.decode(token, key.key, algorithms=["ES256"], audience="inference-gw", issuer="https://keyward.test")
 PY
+# Revocations survive the restart too.
+[ "$(introspect app "$TOKEN")" = inactive ] || kw_fail "a revoked token is active after a restart"
+[ "$(introspect app "$BOUND")" = inactive ] || kw_fail "a revoked subject's token is active after a restart"
+[ "$(introspect app "$FRESH")" = active ] || kw_fail "a valid token is inactive after a restart"
 echo "PASS"
