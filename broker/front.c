@@ -242,6 +242,7 @@ struct req {
 	char query[24];
 	char name[KW_NAME_MAX + 1]; /* key name from the path */
 	bool plaintext;
+	const char *bearer; /* the Authorization token, in MHD's pool */
 	unsigned retry_after; /* > 0: rate-limited, answer 429 at the end */
 	bool discard; /* drop the body (rate-limited) */
 	char *body;
@@ -1077,6 +1078,10 @@ send_keeper_error(struct MHD_Connection *mc, struct req *r,
 		status = 403;
 		code = "forbidden";
 		break;
+	case KW_ERR_UNAUTHENTICATED:
+		status = 401;
+		code = "unauthenticated";
+		break;
 	case KW_ERR_UNAVAILABLE:
 	case KW_ERR_HSM_DOWN:
 	case KW_ERR_HSM_PIN:
@@ -1431,6 +1436,30 @@ out:
 	}
 	gnutls_x509_crt_deinit(leaf);
 	return rv;
+}
+
+/*
+ * bearer_ok: "Bearer " (RFC 6750 section 2.1, scheme case-insensitive)
+ * then a compact JWS: base64url and dots, at most KWD_TOKEN_MAX bytes.
+ */
+static bool
+bearer_ok(const char *v)
+{
+	size_t len;
+
+	if (strncasecmp(v, "Bearer ", 7) != 0)
+		return false;
+	v += 7;
+	len = strlen(v);
+	if (len == 0 || len > KWD_TOKEN_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!((v[i] >= 'A' && v[i] <= 'Z') ||
+		        (v[i] >= 'a' && v[i] <= 'z') ||
+		        (v[i] >= '0' && v[i] <= '9') || v[i] == '-' ||
+		        v[i] == '_' || v[i] == '.'))
+			return false;
+	return true;
 }
 
 /* ---- HTTP hygiene ---- */
@@ -2003,23 +2032,42 @@ first_call(struct MHD_Connection *mc, struct req *r, const char *url,
 	struct conn *c = r->conn;
 	const struct route_info *ri;
 	enum reject_reason metric;
-	const char *why = NULL, *ct = NULL, *allow = NULL;
+	const char *why = NULL, *ct = NULL, *allow = NULL, *authz;
+	bool jwks;
 	char reason[512];
 	long long clen = -1;
 	enum framing fr;
 	unsigned wait;
 	bool log;
 
+	jwks = strcmp(method, "GET") == 0 && strcmp(url, JWKS_PATH) == 0;
+	authz = MHD_lookup_connection_value(mc, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_AUTHORIZATION);
+	if (authz != NULL) {
+		if (!bearer_ok(authz)) {
+			count_reject(RJ_NO_CERT);
+			audit_reject(c, r, "authenticate",
+			    MHD_HTTP_UNAUTHORIZED,
+			    "Authorization is not Bearer and a token");
+			return send_close(mc, r, MHD_HTTP_UNAUTHORIZED,
+			    "unauthenticated",
+			    "Authorization must be \"Bearer\" and a keyward "
+			    "token");
+		}
+		r->bearer = authz + 7;
+	}
 	if (c->auth == 0) {
 		c->auth =
 		    authenticate(c, mc, reason, sizeof reason, &metric) == KW_OK
 		    ? 1
 		    : -1;
-		/* The JWKS is public (verifiers fetch it without a
-		 * certificate): served, and the connection judged again at
-		 * its next request. */
-		if (c->auth < 0 && strcmp(method, "GET") == 0 &&
-		    strcmp(url, JWKS_PATH) == 0)
+		/* Without a certificate: the JWKS is public (verifiers
+		 * fetch it), and a token may stand for a certificate (the
+		 * keeper verifies it). Served, and the connection judged
+		 * again at its next request. A certificate that is there
+		 * but not good is refused even with a token. */
+		if (c->auth < 0 &&
+		    (jwks || (r->bearer != NULL && metric == RJ_NO_CERT)))
 			c->auth = 0;
 		else if (c->auth < 0) {
 			count_reject(metric);
@@ -2034,8 +2082,7 @@ first_call(struct MHD_Connection *mc, struct req *r, const char *url,
 	}
 	if (c->auth < 0) /* not reached: the connection was closed */
 		return MHD_NO;
-	if (c->auth == 0 &&
-	    (strcmp(method, "GET") != 0 || strcmp(url, JWKS_PATH) != 0))
+	if (c->auth == 0 && !jwks && r->bearer == NULL)
 		return MHD_NO; /* not reached: judged just above */
 
 	fr = check_framing(mc, r, url, method, version, &clen, &ct, &why);
@@ -2056,7 +2103,10 @@ first_call(struct MHD_Connection *mc, struct req *r, const char *url,
 	 * than reading and dropping a small body. So the 429 is answered
 	 * after the (bounded, unparsed) body, on a kept-alive connection.
 	 */
-	wait = rate_take(c->identity, &log);
+	/* Callers without a certificate share their address's bucket: the
+	 * subject of a token is not known before the keeper verifies it. */
+	wait =
+	    rate_take(c->identity[0] != '\0' ? c->identity : c->remote, &log);
 	if (wait > 0) {
 		if (log)
 			kw_log(KW_LOG_WARN, "front.rate_limited",
@@ -2255,9 +2305,19 @@ process(struct MHD_Connection *mc, struct req *r)
 		return reject(mc, r, MHD_HTTP_BAD_REQUEST, "invalid_request",
 		    err[0] ? err : "invalid request body", NULL);
 
+	if (r->bearer != NULL && r->route == RT_TOKENS)
+		return reject(mc, r, MHD_HTTP_FORBIDDEN, "forbidden",
+		    "tokens are obtained with a client certificate, not with "
+		    "a token",
+		    NULL);
 	kwd_msg_begin(&ch->out, ri->type, r->rid);
-	if (r->route != RT_JWKS)
+	if (r->route != RT_JWKS && r->bearer != NULL) {
+		kwd_msg_put_str(&ch->out, KWD_TAG_BEARER, r->bearer);
+		if (c->auth == 1)
+			kwd_msg_put_str(&ch->out, KWD_TAG_CNF, c->x5t);
+	} else if (r->route != RT_JWKS) {
 		kwd_msg_put_str(&ch->out, KWD_TAG_IDENTITY, c->identity);
+	}
 	switch (r->route) {
 	case RT_JWKS:
 		break;

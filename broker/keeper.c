@@ -161,6 +161,8 @@ http_status(int err)
 	case KW_ERR_INVALID:
 	case KW_ERR_AUTH:
 		return 400;
+	case KW_ERR_UNAUTHENTICATED:
+		return 401;
 	case KW_ERR_DENIED:
 		return 403;
 	case KW_ERR_NOT_FOUND:
@@ -295,6 +297,8 @@ static const char *
 error_message(int err)
 {
 	switch (err) {
+	case KW_ERR_UNAUTHENTICATED:
+		return "a valid client certificate or token is required";
 	case KW_ERR_DENIED:
 		return "not permitted: the policy does not grant this "
 		       "operation on this key for this context";
@@ -1574,6 +1578,68 @@ audit_event(struct worker *wk, const struct kwd_msg *m)
 	kwd_msg_begin(&wk->out, KWD_MSG_R_OK, m->rid);
 }
 
+/* ---- requests authenticated by a token ---- */
+
+/* bearer_auth: the BEARER token of m, verified for this broker's own
+ * audience (its issuer name), bound to the certificate presented beside
+ * it when it says so, not revoked. */
+static int
+bearer_auth(struct worker *wk, const struct kwd_msg *m,
+    struct kwd_token_claims *cl, char *reason, size_t rlen)
+{
+	const struct kwd_field *f = kwd_msg_get(m, KWD_TAG_BEARER, 0);
+	const char *self = wk->k->cfg->token_issuer != NULL
+	    ? wk->k->cfg->token_issuer
+	    : "keyward";
+	char cnf[KWD_TOKEN_THUMB_LEN + 1], *jws;
+	bool has_cnf = kwd_msg_str(m, KWD_TAG_CNF, 0, cnf, sizeof cnf);
+	int rv;
+
+	if (f == NULL || (jws = malloc(f->len + 1)) == NULL)
+		return KW_ERR_NOMEM;
+	memcpy(jws, f->p, f->len);
+	jws[f->len] = '\0';
+	rv = token_check(wk, jws, self, has_cnf ? cnf : NULL, cl, reason, rlen);
+	sodium_memzero(jws, f->len);
+	free(jws);
+	if (rv == KW_OK)
+		return KW_OK;
+	if (rv == KW_ERR_UNAUTHENTICATED) {
+		char tmp[300];
+
+		/* The reason goes to the audit record only. */
+		snprintf(tmp, sizeof tmp, "token: %s", reason);
+		snprintf(reason, rlen, "%s", tmp);
+	}
+	return rv;
+}
+
+/* scope_allows: "kw:OP:KEY" (or "kw:OP" without a key) among scopes. */
+static bool
+scope_allows(const char *scopes, enum kwd_policy_op op, const char *key)
+{
+	char want[KWD_TOKEN_SCOPE_MAX + 1];
+	size_t wl;
+	int n;
+
+	n = snprintf(want, sizeof want, "kw:%s%s%s", kwd_policy_op_name(op),
+	    key[0] ? ":" : "", key);
+	if (n < 0 || (size_t)n >= sizeof want)
+		return false;
+	wl = (size_t)n;
+	for (const char *p = scopes; *p != '\0';) {
+		const char *e = strchr(p, ' ');
+		size_t len = e != NULL ? (size_t)(e - p) : strlen(p);
+
+		if (len == wl && memcmp(p, want, wl) == 0)
+			return true;
+		p += len;
+		while (*p == ' ')
+			p++;
+	}
+	return false;
+}
+
 /* ---- dispatch ---- */
 
 static const char *
@@ -1594,6 +1660,7 @@ handle(struct worker *wk)
 	struct ctx *c = NULL, cbuf;
 	char identity[256], name[64] = "", remote[65], reason[512] = "";
 	char aud[256] = "";
+	struct kwd_token_claims *via = NULL;
 	struct kwd_audit_rec rec;
 	enum kwd_policy_op op;
 	uint64_t t0 = now_ns(), rot = 0;
@@ -1616,13 +1683,31 @@ handle(struct worker *wk)
 	default:
 		break;
 	}
-	if (!kwd_msg_str(m, KWD_TAG_IDENTITY, 0, identity, sizeof identity)) {
+	if (kwd_msg_count(m, KWD_TAG_BEARER) == 1 &&
+	    kwd_msg_count(m, KWD_TAG_IDENTITY) == 0) {
+		/* A token instead of a certificate: verified here, the
+		 * identity is its subject, its scopes narrow the policy. */
+		via = calloc(1, sizeof *via);
+		if (via == NULL) {
+			reply_error(wk, m->rid, KW_ERR_NOMEM,
+			    error_message(KW_ERR_NOMEM));
+			return;
+		}
+		identity[0] = '\0';
+	} else if (kwd_msg_count(m, KWD_TAG_BEARER) != 0 ||
+	    !kwd_msg_str(m, KWD_TAG_IDENTITY, 0, identity, sizeof identity)) {
 		reply_error(wk, m->rid, KW_ERR_INVALID,
 		    error_message(KW_ERR_INVALID));
 		return;
 	}
 	if (!kwd_msg_str(m, KWD_TAG_REMOTE, 0, remote, sizeof remote))
 		remote[0] = '\0';
+	if (via != NULL) {
+		rv = bearer_auth(wk, m, via, reason, sizeof reason);
+		if (rv != KW_OK)
+			goto done;
+		snprintf(identity, sizeof identity, "%s", via->sub);
+	}
 	kwd_msg_str(m, KWD_TAG_KEY, 0, name, sizeof name);
 	if (kwd_msg_count(m, KWD_TAG_CTX_KEY) > 0 ||
 	    m->type == KWD_MSG_DATAKEY || m->type == KWD_MSG_DECRYPT ||
@@ -1643,6 +1728,15 @@ handle(struct worker *wk)
 	    !allowed(k, identity, op,
 	        m->type == KWD_MSG_TOKEN_REVOKE ? "token" : name, c, reason,
 	        sizeof reason)) {
+		rv = KW_ERR_DENIED;
+		goto done;
+	}
+	/* A token narrows: its scopes must name this operation on this
+	 * key, "kw:OP:KEY" ("kw:OP" for operations without a key). */
+	if (via != NULL && !scope_allows(via->scope, op, name)) {
+		snprintf(reason, sizeof reason,
+		    "token jti=%s lacks scope kw:%s%s%s", via->jti,
+		    kwd_policy_op_name(op), name[0] ? ":" : "", name);
 		rv = KW_ERR_DENIED;
 		goto done;
 	}
@@ -1735,7 +1829,14 @@ done:
 		snprintf(reason, sizeof reason, "%s", kw_error_name(rv));
 	memset(&rec, 0, sizeof rec);
 	rec.rid = m->rid;
-	rec.identity = identity;
+	rec.identity = identity[0] ? identity : NULL;
+	if (via != NULL && via->jti[0] != '\0' &&
+	    rv != KW_ERR_UNAUTHENTICATED) {
+		size_t rl = strlen(reason);
+
+		snprintf(reason + rl, sizeof reason - rl, " (token jti=%s)",
+		    via->jti);
+	}
 	rec.op = op_name(m->type);
 	rec.resource = aud[0] ? aud : name[0] ? name : NULL;
 	rec.ctx = c ? c->pairs : NULL;
@@ -1765,6 +1866,10 @@ done:
 	if (rv != KW_OK) {
 		kwd_msg_wipe(&wk->out);
 		reply_error(wk, m->rid, rv, error_message(rv));
+	}
+	if (via != NULL) {
+		sodium_memzero(via, sizeof *via);
+		free(via);
 	}
 }
 

@@ -25,7 +25,7 @@
 #include "name.h"
 
 #define FIELD_HDR 6 /* u16 tag, u32 len */
-#define MAX_RULES 8 /* most tags one type allows (AUDIT_EVENT) */
+#define MAX_RULES 10 /* most tags one type allows (KEY_PATCH) */
 #define CTX_MAX 32 /* context pairs in one request */
 
 /*
@@ -109,6 +109,10 @@ struct type_rules {
 #define R(t, lo, hi) {KWD_TAG_##t, lo, hi}
 /* clang-format on */
 #define CTX_RULES R(CTX_KEY, 0, CTX_MAX), R(CTX_VAL, 0, CTX_MAX)
+/* Who asks: a certificate's IDENTITY, or a BEARER token (with the CNF of
+ * the certificate presented beside it, if any); the keeper requires
+ * exactly one of IDENTITY and BEARER. */
+#define AUTH_RULES R(IDENTITY, 0, 1), R(BEARER, 0, 1), R(CNF, 0, 1)
 
 /*
  * The field rules: every tag a type may carry, with its occurrence
@@ -116,22 +120,19 @@ struct type_rules {
  * for requests and the front's check of every answer.
  */
 static const struct type_rules rules[TYPE_LIMIT] = {
-    [KWD_MSG_KEY_CREATE] = {.r = {R(IDENTITY, 1, 1), R(KEY, 1, 1),
-                                R(ROTATION, 0, 1), R(REMOTE, 0, 1)}},
-    [KWD_MSG_KEY_LIST] = {.r = {R(IDENTITY, 1, 1), R(REMOTE, 0, 1)}},
-    [KWD_MSG_KEY_SHOW] = {.r = {R(IDENTITY, 1, 1), R(KEY, 1, 1),
-                              R(REMOTE, 0, 1)}},
-    [KWD_MSG_KEY_ROTATE] = {.r = {R(IDENTITY, 1, 1), R(KEY, 1, 1),
+    [KWD_MSG_KEY_CREATE] = {.r = {AUTH_RULES, R(KEY, 1, 1), R(ROTATION, 0, 1),
                                 R(REMOTE, 0, 1)}},
-    [KWD_MSG_KEY_PATCH] = {.r = {R(IDENTITY, 1, 1), R(KEY, 1, 1),
-                               R(MIN_DECRYPT, 0, 1), R(VERSION, 0, 1),
-                               R(STATE, 0, 1),
+    [KWD_MSG_KEY_LIST] = {.r = {AUTH_RULES, R(REMOTE, 0, 1)}},
+    [KWD_MSG_KEY_SHOW] = {.r = {AUTH_RULES, R(KEY, 1, 1), R(REMOTE, 0, 1)}},
+    [KWD_MSG_KEY_ROTATE] = {.r = {AUTH_RULES, R(KEY, 1, 1), R(REMOTE, 0, 1)}},
+    [KWD_MSG_KEY_PATCH] = {.r = {AUTH_RULES, R(KEY, 1, 1), R(MIN_DECRYPT, 0, 1),
+                               R(VERSION, 0, 1), R(STATE, 0, 1),
                                R(ROTATION, 0, 1), R(REMOTE, 0, 1)}},
-    [KWD_MSG_DATAKEY] = {.r = {R(IDENTITY, 1, 1), R(KEY, 1, 1), CTX_RULES,
+    [KWD_MSG_DATAKEY] = {.r = {AUTH_RULES, R(KEY, 1, 1), CTX_RULES,
                              R(PLAINTEXT, 1, 1), R(REMOTE, 0, 1)}},
-    [KWD_MSG_DECRYPT] = {.r = {R(IDENTITY, 1, 1), R(KEY, 1, 1), CTX_RULES,
+    [KWD_MSG_DECRYPT] = {.r = {AUTH_RULES, R(KEY, 1, 1), CTX_RULES,
                              R(BLOB, 1, 1), R(REMOTE, 0, 1)}},
-    [KWD_MSG_REWRAP] = {.r = {R(IDENTITY, 1, 1), R(KEY, 1, 1), CTX_RULES,
+    [KWD_MSG_REWRAP] = {.r = {AUTH_RULES, R(KEY, 1, 1), CTX_RULES,
                             R(BLOB, 1, 1), R(REMOTE, 0, 1)}},
     [KWD_MSG_HEALTH] = {.r = {{0, 0, 0}}}, /* no fields */
     [KWD_MSG_STATS] = {.r = {{0, 0, 0}}},
@@ -145,9 +146,9 @@ static const struct type_rules rules[TYPE_LIMIT] = {
     /* The JWKS is public: no identity. */
     [KWD_MSG_JWKS] = {.r = {R(REMOTE, 0, 1)}},
     /* One of JTI and SUBJECT (the keeper checks). */
-    [KWD_MSG_TOKEN_REVOKE] = {.r = {R(IDENTITY, 1, 1), R(JTI, 0, 1),
-                                  R(SUBJECT, 0, 1), R(REMOTE, 0, 1)}},
-    [KWD_MSG_TOKEN_INTROSPECT] = {.r = {R(IDENTITY, 1, 1), R(TOKEN, 1, 1),
+    [KWD_MSG_TOKEN_REVOKE] = {.r = {AUTH_RULES, R(JTI, 0, 1), R(SUBJECT, 0, 1),
+                                  R(REMOTE, 0, 1)}},
+    [KWD_MSG_TOKEN_INTROSPECT] = {.r = {AUTH_RULES, R(TOKEN, 1, 1),
                                       R(REMOTE, 0, 1)}},
     [KWD_MSG_R_ERROR] = {.r = {R(STATUS, 1, 1), R(MESSAGE, 1, 1)}},
     [KWD_MSG_R_OK] = {.r = {{0, 0, 0}}},
@@ -172,6 +173,7 @@ static const struct type_rules rules[TYPE_LIMIT] = {
 
 #undef R
 #undef CTX_RULES
+#undef AUTH_RULES
 
 static uint16_t
 get16(const unsigned char *p)

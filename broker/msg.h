@@ -124,7 +124,8 @@ enum kwd_field_kind {
 	X(EXPIRES, 30, KWD_FK_U64, 8, 8) /* unix seconds */                    \
 	X(JSON, 31, KWD_FK_BYTES, 1, 60000) /* a public JSON document */       \
 	X(JTI, 32, KWD_FK_STR, 16, 64) /* a token's id */                      \
-	X(SUBJECT, 33, KWD_FK_STR, 1, 255) /* a token's subject */
+	X(SUBJECT, 33, KWD_FK_STR, 1, 255) /* a token's subject */             \
+	X(BEARER, 34, KWD_FK_STR, 1, 8192) /* the caller's token, unverified */
 
 enum kwd_msg_tag {
 #define KWD_X(name, tag, kind, minl, maxl) KWD_TAG_##name = tag,

@@ -13,7 +13,9 @@ kw_setup 'c["token_issuer"] = "https://keyward.test"'
 cat >"$KW_ENV/policy.json" <<'EOF'
 {"version": 1, "rules": [
   {"identity": "spiffe://keyward.dev/job/train-llama",
-   "grants": [{"operations": ["datakey", "decrypt"], "resources": ["datasets"]}]},
+   "grants": [{"operations": ["datakey", "decrypt"], "resources": ["datasets"],
+               "context": {"dataset": "imagenet-*"}},
+              {"operations": ["token"], "scopes": ["kw:decrypt:*", "kw:datakey:*"], "max_ttl": 3600}]},
   {"identity": "alice.operators.keyward.dev",
    "grants": [{"operations": ["admin.*"], "resources": ["*"]}]},
   {"identity": "spiffe://keyward.dev/app/inference-gw",
@@ -93,7 +95,7 @@ PY
 
 # --- the policy caps what a caller gets
 kw_req train-job POST /v1/tokens "{\"audience\":\"x\",\"scope\":[\"$SCOPE\"]}" >/dev/null
-kw_expect 403 "a caller without a token grant"
+kw_expect 403 "a caller whose grant lacks the scope"
 kw_req app POST /v1/tokens '{"audience":"x","scope":["model:other:infer"]}' >/dev/null
 kw_expect 403 "a scope the grant does not hold"
 kw_req app POST /v1/tokens "{\"audience\":\"x\",\"scope\":[\"$SCOPE\"],\"ttl\":7200}" >/dev/null
@@ -167,6 +169,79 @@ FRESH=$(kw_json token)
 [ "$(introspect app "$FRESH")" = active ] || kw_fail "a token issued after the revocation is inactive"
 grep -q '"op":"admin.revoke".*revoked jti=' "$AUDIT" || kw_fail "revocation not audited"
 
+# --- a token instead of a certificate: a job decrypts with a token its
+# launcher obtained, for its scopes only
+# bearer TOKEN WHO METHOD PATH [BODY]: WHO is a client certificate or none.
+bearer() {
+	local tok=$1 who=$2 method=$3 path=$4 body=${5:-}
+	local args=(-s -o "$KW_DIR/resp" -w '%{http_code}' -X "$method"
+		--cacert "$KW_ENV/ca/ca.pem" -H "Authorization: Bearer $tok"
+		"https://127.0.0.1:$KW_PORT$path")
+	[ "$who" != none ] && args+=(--cert "$KW_ENV/clients/$who.pem" --key "$KW_ENV/clients/$who.key")
+	[ -n "$body" ] && args+=(-H 'Content-Type: application/json' --data-binary "$body")
+	KW_CODE=$(curl "${args[@]}" 2>/dev/null) || KW_CODE=${KW_CODE:-000}
+}
+kw_req operator POST /v1/keys '{"name":"datasets"}' >/dev/null
+kw_expect 201 "create the KEK"
+kw_req train-job POST /v1/keys/datasets/datakey '{"context":{"dataset":"imagenet-1k"}}' >/dev/null
+kw_expect 200 "datakey with the launcher's certificate"
+WRAPPED=$(kw_json wrapped)
+PLAIN=$(kw_json plaintext)
+DEC="{\"wrapped\":\"$WRAPPED\",\"context\":{\"dataset\":\"imagenet-1k\"}}"
+kw_req train-job POST /v1/tokens '{"audience":"https://keyward.test","scope":["kw:decrypt:datasets"],"ttl":3600}' >/dev/null
+kw_expect 200 "a job token"
+JOB=$(kw_json token)
+bearer "$JOB" none POST /v1/keys/datasets/decrypt "$DEC"
+kw_expect 200 "decrypt with a token and no certificate"
+[ "$(kw_json plaintext)" = "$PLAIN" ] || kw_fail "decrypt with a token: another DEK"
+bearer "$JOB" app POST /v1/keys/datasets/decrypt "$DEC"
+kw_expect 200 "an unbound token beside another certificate"
+bearer "$JOB" none POST /v1/keys/datasets/datakey '{"context":{"dataset":"imagenet-1k"}}'
+kw_expect 403 "an operation outside the token's scopes"
+bearer "$JOB" none POST /v1/keys/datasets/decrypt "{\"wrapped\":\"$WRAPPED\",\"context\":{\"dataset\":\"laion\"}}"
+[ "$KW_CODE" = 403 ] || kw_fail "a context the subject's policy does not grant: $KW_CODE"
+bearer "$JOB" none GET /v1/keys
+kw_expect 403 "a listing outside the token's scopes"
+bearer "$JOB" none POST /v1/tokens "{\"audience\":\"x\",\"scope\":[\"kw:decrypt:datasets\"]}"
+kw_expect 403 "a token obtained with a token"
+bearer "$FRESH" none POST /v1/keys/datasets/decrypt "$DEC"
+kw_expect 401 "a token for another audience"
+bearer "abc.def.ghi" none POST /v1/keys/datasets/decrypt "$DEC"
+kw_expect 401 "a garbage token"
+NONE_TOK=$("$KW_PY" -c '
+import base64, json, sys
+b = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+print(b({"alg": "none", "typ": "JWT"}) + "." + b({"sub": "x"}) + ".")')
+bearer "$NONE_TOK" none POST /v1/keys/datasets/decrypt "$DEC"
+kw_expect 401 "alg none"
+KW_CODE=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$KW_ENV/ca/ca.pem" -H 'Authorization: Basic eDp5' \
+	-H 'Content-Type: application/json' --data-binary "$DEC" "https://127.0.0.1:$KW_PORT/v1/keys/datasets/decrypt") || true
+kw_expect 401 "Basic authorization"
+bearer "$JOB" rogue POST /v1/keys/datasets/decrypt "$DEC"
+kw_expect 401 "a token beside an untrusted certificate"
+
+# Bound to the launcher's certificate: only with it.
+kw_req train-job POST /v1/tokens '{"audience":"https://keyward.test","scope":["kw:decrypt:datasets"],"bind":true}' >/dev/null
+kw_expect 200 "a bound job token"
+JOBB=$(kw_json token)
+bearer "$JOBB" none POST /v1/keys/datasets/decrypt "$DEC"
+kw_expect 401 "a bound token without its certificate"
+bearer "$JOBB" app POST /v1/keys/datasets/decrypt "$DEC"
+kw_expect 401 "a bound token beside another certificate"
+bearer "$JOBB" train-job POST /v1/keys/datasets/decrypt "$DEC"
+kw_expect 200 "a bound token with its certificate"
+grep -q '"identity":"spiffe://keyward.dev/job/train-llama","op":"decrypt".*(token jti=' "$AUDIT" ||
+	kw_fail "a token-authenticated request is not audited with its subject and jti"
+
+# Revoked: refused from the next request on.
+JOBJTI=$("$KW_PY" -c 'import jwt,sys; print(jwt.decode(sys.argv[1], options={"verify_signature": False})["jti"])' "$JOB")
+kw_req operator POST /v1/tokens/revoke "{\"jti\":\"$JOBJTI\"}" >/dev/null
+kw_expect 200 "revoke the job token"
+bearer "$JOB" none POST /v1/keys/datasets/decrypt "$DEC"
+kw_expect 401 "a revoked job token"
+grep -q '"op":"decrypt".*"outcome":"failed".*token: token revoked' "$AUDIT" ||
+	kw_fail "the refusal of a revoked token is not audited with its reason"
+
 # --- the signing key survives a restart: old tokens still verify
 cp "$KW_DIR/jwks.json" "$KW_DIR/jwks.before"
 kill -TERM "$KW_PID"
@@ -184,4 +259,8 @@ PY
 [ "$(introspect app "$TOKEN")" = inactive ] || kw_fail "a revoked token is active after a restart"
 [ "$(introspect app "$BOUND")" = inactive ] || kw_fail "a revoked subject's token is active after a restart"
 [ "$(introspect app "$FRESH")" = active ] || kw_fail "a valid token is inactive after a restart"
+bearer "$JOB" none POST /v1/keys/datasets/decrypt "$DEC"
+kw_expect 401 "a revoked job token after a restart"
+bearer "$JOBB" train-job POST /v1/keys/datasets/decrypt "$DEC"
+kw_expect 200 "a valid job token after a restart"
 echo "PASS"
