@@ -118,6 +118,9 @@ enum route {
 	RT_JWKS,
 	RT_TOKEN_REVOKE,
 	RT_TOKEN_INTROSPECT,
+	RT_SIGNER_SHOW,
+	RT_SIGNER_ROTATE,
+	RT_ARTIFACT_SIGN,
 	RT__COUNT
 };
 
@@ -168,6 +171,13 @@ static const struct route_info routes[RT__COUNT] = {
     [RT_TOKEN_INTROSPECT] = {"token_introspect", "introspect",
         KWD_MSG_TOKEN_INTROSPECT, KWD_MSG_R_INTROSPECT, KWD_REQ_INTROSPECT,
         BODY_REQUIRED, 200},
+    [RT_SIGNER_SHOW] = {"signer_show", "signer.read", KWD_MSG_SIGNER_SHOW,
+        KWD_MSG_R_SIGNER, KWD_REQ_EMPTY, BODY_NONE, 200},
+    [RT_SIGNER_ROTATE] = {"signer_rotate", "admin.rotate",
+        KWD_MSG_SIGNER_ROTATE, KWD_MSG_R_SIGNER, KWD_REQ_EMPTY, BODY_OPTIONAL,
+        200},
+    [RT_ARTIFACT_SIGN] = {"artifact_sign", "sign", KWD_MSG_ARTIFACT_SIGN,
+        KWD_MSG_R_SIGNATURE, KWD_REQ_SIGN, BODY_REQUIRED, 200},
 };
 
 /* The one route a client without a certificate may use. */
@@ -1696,6 +1706,7 @@ route_path(const char *path, const char *method, bool metrics, char *name,
     const char **allow)
 {
 	static const char keys[] = "/v1/keys";
+	static const char signers[] = "/v1/signing-keys/";
 	bool get = strcmp(method, "GET") == 0;
 	bool post = strcmp(method, "POST") == 0;
 	bool patch = strcmp(method, "PATCH") == 0;
@@ -1730,6 +1741,27 @@ route_path(const char *path, const char *method, bool metrics, char *name,
 	if (strcmp(path, "/v1/tokens/introspect") == 0) {
 		*allow = "POST";
 		return post ? RT_TOKEN_INTROSPECT : RT_NONE;
+	}
+	if (strcmp(path, "/v1/artifacts/sign") == 0) {
+		*allow = "POST";
+		return post ? RT_ARTIFACT_SIGN : RT_NONE;
+	}
+	if (strncmp(path, signers, sizeof signers - 1) == 0) {
+		p = path + sizeof signers - 1;
+		slash = strchr(p, '/');
+		n = slash != NULL ? (size_t)(slash - p) : strlen(p);
+		if (!kw_name_valid_n(p, n))
+			return RT_NONE;
+		memcpy(name, p, n);
+		name[n] = '\0';
+		if (slash == NULL) {
+			*allow = "GET";
+			return get ? RT_SIGNER_SHOW : RT_NONE;
+		}
+		if (strcmp(slash, "/rotate") != 0)
+			return RT_NONE;
+		*allow = "POST";
+		return post ? RT_SIGNER_ROTATE : RT_NONE;
 	}
 	if (strcmp(path, JWKS_PATH) == 0) {
 		*allow = "GET";
@@ -2240,6 +2272,9 @@ answer(struct MHD_Connection *mc, struct req *r, struct chan *ch)
 		return send_body(mc, r, ri->ok_status, body, strlen(body),
 		    false, NULL);
 	case RT_TOKEN_INTROSPECT:
+	case RT_SIGNER_SHOW:
+	case RT_SIGNER_ROTATE:
+	case RT_ARTIFACT_SIGN:
 	case RT_JWKS: {
 		const struct kwd_field *f = kwd_msg_get(m, KWD_TAG_JSON, 0);
 
@@ -2338,6 +2373,15 @@ process(struct MHD_Connection *mc, struct req *r)
 	case RT_TOKEN_INTROSPECT:
 		kwd_msg_put_str(&ch->out, KWD_TAG_TOKEN, q->token);
 		sodium_memzero(q->token, sizeof q->token);
+		break;
+	case RT_SIGNER_SHOW:
+	case RT_SIGNER_ROTATE:
+		kwd_msg_put_str(&ch->out, KWD_TAG_KEY, r->name);
+		break;
+	case RT_ARTIFACT_SIGN:
+		kwd_msg_put_str(&ch->out, KWD_TAG_KEY, q->name);
+		kwd_msg_put(&ch->out, KWD_TAG_DIGEST, q->digest,
+		    sizeof q->digest);
 		break;
 	case RT_KEYS_CREATE:
 		kwd_msg_put_str(&ch->out, KWD_TAG_KEY, q->name);

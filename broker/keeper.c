@@ -365,6 +365,12 @@ policy_op(uint16_t type)
 		return KWD_OP_ADMIN_REVOKE;
 	case KWD_MSG_TOKEN_INTROSPECT:
 		return KWD_OP_INTROSPECT;
+	case KWD_MSG_SIGNER_SHOW:
+		return KWD_OP_ADMIN_READ;
+	case KWD_MSG_SIGNER_ROTATE:
+		return KWD_OP_ADMIN_ROTATE;
+	case KWD_MSG_ARTIFACT_SIGN:
+		return KWD_OP_SIGN;
 	default:
 		return KWD_OP_REWRAP;
 	}
@@ -1578,6 +1584,168 @@ audit_event(struct worker *wk, const struct kwd_msg *m)
 	kwd_msg_begin(&wk->out, KWD_MSG_R_OK, m->rid);
 }
 
+/* ---- signing keys and artifact signatures ---- */
+
+/* Signers with a purpose of their own: not for artifacts. */
+#define CA_SIGNER "ca"
+
+/*
+ * signer_doc: {"name","active_version","keys":[JWK + version + state]}:
+ * the public keys of every version that is active or retired (kept, so
+ * that what they signed still verifies).
+ */
+static int
+signer_doc(struct worker *wk, const char *name, char **ret_text)
+{
+	struct keeper *k = wk->k;
+	struct kwd_key *key = malloc(sizeof *key);
+	json_t *keys = json_array(), *doc = NULL;
+	char *text = NULL;
+	int rv;
+
+	if (key == NULL || keys == NULL) {
+		rv = KW_ERR_NOMEM;
+		goto out;
+	}
+	pthread_mutex_lock(&k->store_lock);
+	rv = kwd_store_key_get(k->store, name, key);
+	pthread_mutex_unlock(&k->store_lock);
+	if (rv == KW_OK && key->kind != KWD_KIND_SIGNER)
+		rv = KW_ERR_NOT_FOUND;
+	if (rv != KW_OK)
+		goto out;
+	for (size_t i = 0; i < key->nversions; i++) {
+		const struct kwd_key_version *v = &key->versions[i];
+		char kid[KWD_TOKEN_THUMB_LEN + 1];
+		EVP_PKEY *pub = NULL;
+		json_t *jwk = NULL;
+
+		if (v->state != KWD_KEY_ACTIVE &&
+		    v->state != KWD_KEY_DECRYPT_ONLY)
+			continue;
+		rv = kwd_p11_ec_public(wk->w, name, v->version, &pub);
+		if (rv == KW_OK)
+			rv = kwd_token_kid(pub, kid);
+		if (rv == KW_OK)
+			rv = kwd_token_jwk(pub, kid, &jwk);
+		EVP_PKEY_free(pub);
+		if (rv != KW_OK)
+			goto out;
+		json_object_set_new(jwk, "version", json_integer(v->version));
+		json_object_set_new(jwk, "state",
+		    json_string(
+		        v->state == KWD_KEY_ACTIVE ? "active" : "retired"));
+		json_array_append_new(keys, jwk);
+	}
+	doc = json_pack("{s:s,s:I,s:O}", "name", name, "active_version",
+	    (json_int_t)key->active, "keys", keys);
+	text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+	if (text == NULL) {
+		rv = KW_ERR_NOMEM;
+		goto out;
+	}
+	*ret_text = text;
+	rv = KW_OK;
+out:
+	json_decref(doc);
+	json_decref(keys);
+	free(key);
+	return rv;
+}
+
+static int
+reply_json(struct worker *wk, uint16_t type, uint64_t rid, char *text)
+{
+	kwd_msg_begin(&wk->out, type, rid);
+	kwd_msg_put(&wk->out, KWD_TAG_JSON, (const unsigned char *)text,
+	    strlen(text));
+	free(text);
+	return KW_OK;
+}
+
+/* do_signer_rotate: a new version of a signing key, made if missing. */
+static int
+do_signer_rotate(struct worker *wk, const char *name, char *reason, size_t rlen)
+{
+	struct kwd_key *key = malloc(sizeof *key);
+	bool exists;
+	int rv;
+
+	if (key == NULL)
+		return KW_ERR_NOMEM;
+	pthread_mutex_lock(&wk->k->store_lock);
+	rv = kwd_store_key_get(wk->k->store, name, key);
+	pthread_mutex_unlock(&wk->k->store_lock);
+	exists = rv == KW_OK;
+	free(key);
+	if (rv != KW_OK && rv != KW_ERR_NOT_FOUND)
+		return rv;
+	/* A KEK of that name: "exists" on create (409). */
+	return new_version(wk, name, KWD_KIND_SIGNER, !exists, 0, reason, rlen);
+}
+
+/* do_artifact_sign: ES256 over a SHA-256 digest with the active version
+ * of an artifact signing key, in the HSM. */
+static int
+do_artifact_sign(struct worker *wk, uint64_t rid, const struct kwd_msg *m,
+    const char *name, char *reason, size_t rlen)
+{
+	struct keeper *k = wk->k;
+	const struct kwd_field *d = kwd_msg_get(m, KWD_TAG_DIGEST, 0);
+	struct kwd_key *key = NULL;
+	unsigned char sig[64];
+	char kid[KWD_TOKEN_THUMB_LEN + 1], b64[90], hex[65];
+	EVP_PKEY *pub = NULL;
+	json_t *doc = NULL;
+	char *text;
+	uint64_t t0;
+	uint32_t ver;
+	int rv;
+
+	if (strcmp(name, TOKEN_SIGNER) == 0 || strcmp(name, CA_SIGNER) == 0) {
+		snprintf(reason, rlen, "%s is not an artifact signing key",
+		    name);
+		return KW_ERR_NOT_FOUND;
+	}
+	if (d == NULL || d->len != 32 || (key = malloc(sizeof *key)) == NULL)
+		return d == NULL ? KW_ERR_INVALID : KW_ERR_NOMEM;
+	pthread_mutex_lock(&k->store_lock);
+	rv = kwd_store_key_get(k->store, name, key);
+	pthread_mutex_unlock(&k->store_lock);
+	if (rv == KW_OK && (key->kind != KWD_KIND_SIGNER || key->active == 0))
+		rv = KW_ERR_NOT_FOUND;
+	ver = rv == KW_OK ? key->active : 0;
+	free(key);
+	if (rv != KW_OK)
+		return rv;
+	t0 = now_ns();
+	rv = kwd_p11_ecdsa_sign(wk->w, name, ver, d->p, sig);
+	hsm_observe(k, t0, rv);
+	if (rv == KW_OK)
+		rv = kwd_p11_ec_public(wk->w, name, ver, &pub);
+	if (rv == KW_OK)
+		rv = kwd_token_kid(pub, kid);
+	EVP_PKEY_free(pub);
+	if (rv == KW_OK)
+		rv = kwd_token_b64url_encode(sig, sizeof sig, b64, sizeof b64);
+	if (rv != KW_OK) {
+		snprintf(reason, rlen, "signing: %s", kw_error_name(rv));
+		return rv;
+	}
+	for (size_t i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", d->p[i]);
+	doc = json_pack("{s:s,s:I,s:s,s:s,s:s+,s:s}", "key", name, "version",
+	    (json_int_t)ver, "kid", kid, "alg", "ES256", "digest",
+	    "sha256:", hex, "signature", b64);
+	text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+	json_decref(doc);
+	if (text == NULL)
+		return KW_ERR_NOMEM;
+	snprintf(reason, rlen, "signed sha256:%.16s... with version %u", hex,
+	    ver);
+	return reply_json(wk, KWD_MSG_R_SIGNATURE, rid, text);
+}
+
 /* ---- requests authenticated by a token ---- */
 
 /* bearer_auth: the BEARER token of m, verified for this broker's own
@@ -1723,8 +1891,10 @@ handle(struct worker *wk)
 	/* Authorization first: a caller without a grant learns nothing,
 	 * not even whether the key exists. A listing is filtered key by
 	 * key instead (do_key_list). */
+	/* Public keys (SIGNER_SHOW) are for any authenticated caller. */
 	if (m->type != KWD_MSG_KEY_LIST && m->type != KWD_MSG_TOKEN_ISSUE &&
 	    m->type != KWD_MSG_TOKEN_INTROSPECT &&
+	    m->type != KWD_MSG_SIGNER_SHOW &&
 	    !allowed(k, identity, op,
 	        m->type == KWD_MSG_TOKEN_REVOKE ? "token" : name, c, reason,
 	        sizeof reason)) {
@@ -1819,6 +1989,27 @@ handle(struct worker *wk)
 		break;
 	case KWD_MSG_TOKEN_REVOKE:
 		rv = do_revoke(wk, m, reason, sizeof reason);
+		break;
+	case KWD_MSG_SIGNER_ROTATE:
+		rv = do_signer_rotate(wk, name, reason, sizeof reason);
+		if (rv != KW_OK)
+			break;
+		/* Answered with the key set, as SIGNER_SHOW. */
+		__attribute__((fallthrough));
+	case KWD_MSG_SIGNER_SHOW: {
+		char *text = NULL;
+		char keep[sizeof reason];
+
+		snprintf(keep, sizeof keep, "%s", reason);
+		rv = signer_doc(wk, name, &text);
+		if (rv == KW_OK)
+			rv = reply_json(wk, KWD_MSG_R_SIGNER, m->rid, text);
+		snprintf(reason, sizeof reason, "%s", keep);
+		break;
+	}
+	case KWD_MSG_ARTIFACT_SIGN:
+		rv = do_artifact_sign(wk, m->rid, m, name, reason,
+		    sizeof reason);
 		break;
 	default:
 		rv = KW_ERR_INVALID;

@@ -148,6 +148,11 @@ static const struct type_rules rules[TYPE_LIMIT] = {
     /* One of JTI and SUBJECT (the keeper checks). */
     [KWD_MSG_TOKEN_REVOKE] = {.r = {AUTH_RULES, R(JTI, 0, 1), R(SUBJECT, 0, 1),
                                   R(REMOTE, 0, 1)}},
+    [KWD_MSG_SIGNER_SHOW] = {.r = {AUTH_RULES, R(KEY, 1, 1), R(REMOTE, 0, 1)}},
+    [KWD_MSG_SIGNER_ROTATE] = {.r = {AUTH_RULES, R(KEY, 1, 1),
+                                   R(REMOTE, 0, 1)}},
+    [KWD_MSG_ARTIFACT_SIGN] = {.r = {AUTH_RULES, R(KEY, 1, 1), R(DIGEST, 1, 1),
+                                   R(REMOTE, 0, 1)}},
     [KWD_MSG_TOKEN_INTROSPECT] = {.r = {AUTH_RULES, R(TOKEN, 1, 1),
                                       R(REMOTE, 0, 1)}},
     [KWD_MSG_R_ERROR] = {.r = {R(STATUS, 1, 1), R(MESSAGE, 1, 1)}},
@@ -169,6 +174,8 @@ static const struct type_rules rules[TYPE_LIMIT] = {
     [KWD_MSG_R_TOKEN] = {.r = {R(TOKEN, 1, 1), R(EXPIRES, 1, 1)}},
     [KWD_MSG_R_JWKS] = {.r = {R(JSON, 1, 1)}},
     [KWD_MSG_R_INTROSPECT] = {.r = {R(JSON, 1, 1)}},
+    [KWD_MSG_R_SIGNER] = {.r = {R(JSON, 1, 1)}},
+    [KWD_MSG_R_SIGNATURE] = {.r = {R(JSON, 1, 1)}},
 };
 
 #undef R

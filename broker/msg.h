@@ -59,6 +59,9 @@ enum kwd_msg_dir {
 	X(JWKS, 13, KWD_FROM_FRONT)             \
 	X(TOKEN_REVOKE, 14, KWD_FROM_FRONT)     \
 	X(TOKEN_INTROSPECT, 15, KWD_FROM_FRONT) \
+	X(SIGNER_SHOW, 16, KWD_FROM_FRONT)      \
+	X(SIGNER_ROTATE, 17, KWD_FROM_FRONT)    \
+	X(ARTIFACT_SIGN, 18, KWD_FROM_FRONT)    \
 	X(R_ERROR, 64, KWD_FROM_KEEPER)         \
 	X(R_KEY, 65, KWD_FROM_KEEPER)           \
 	X(R_KEY_LIST, 66, KWD_FROM_KEEPER)      \
@@ -70,7 +73,9 @@ enum kwd_msg_dir {
 	X(R_OK, 72, KWD_FROM_KEEPER)            \
 	X(R_TOKEN, 73, KWD_FROM_KEEPER)         \
 	X(R_JWKS, 74, KWD_FROM_KEEPER)          \
-	X(R_INTROSPECT, 75, KWD_FROM_KEEPER)
+	X(R_INTROSPECT, 75, KWD_FROM_KEEPER)    \
+	X(R_SIGNER, 76, KWD_FROM_KEEPER)        \
+	X(R_SIGNATURE, 77, KWD_FROM_KEEPER)
 
 enum kwd_msg_type {
 #define KWD_X(name, id, dir) KWD_MSG_##name = id,
@@ -125,7 +130,9 @@ enum kwd_field_kind {
 	X(JSON, 31, KWD_FK_BYTES, 1, 60000) /* a public JSON document */       \
 	X(JTI, 32, KWD_FK_STR, 16, 64) /* a token's id */                      \
 	X(SUBJECT, 33, KWD_FK_STR, 1, 255) /* a token's subject */             \
-	X(BEARER, 34, KWD_FK_STR, 1, 8192) /* the caller's token, unverified */
+	X(BEARER, 34, KWD_FK_STR, 1,                                           \
+	    8192) /* the caller's token, unverified */                         \
+	X(DIGEST, 35, KWD_FK_BYTES, 32, 32) /* SHA-256 of an artifact */
 
 enum kwd_msg_tag {
 #define KWD_X(name, tag, kind, minl, maxl) KWD_TAG_##name = tag,

@@ -109,6 +109,7 @@ static const char *const op_names[KWD_OP__COUNT] = {
     [KWD_OP_ADMIN_PATCH] = "admin.patch",
     [KWD_OP_ADMIN_REVOKE] = "admin.revoke",
     [KWD_OP_INTROSPECT] = "introspect",
+    [KWD_OP_SIGN] = "sign",
 };
 
 struct field {

@@ -50,6 +50,7 @@ enum kwd_policy_op {
 	KWD_OP_ADMIN_PATCH,
 	KWD_OP_ADMIN_REVOKE, /* revoke tokens; resource "token" */
 	KWD_OP_INTROSPECT, /* introspect tokens; resource: their audience */
+	KWD_OP_SIGN, /* sign an artifact digest; resource: the signing key */
 	KWD_OP__COUNT
 };
 

@@ -388,6 +388,17 @@ parse_create(json_t *root, struct kwd_req *req, char *err, size_t errlen)
 	return KW_OK;
 }
 
+/* One lowercase hex digit, or -1. */
+static int
+hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
 /* A scope: ^[a-z0-9._:/-]{1,128}$ (no '*': a token names what it holds). */
 static bool
 scope_ok(const char *s, size_t len)
@@ -511,6 +522,40 @@ parse_revoke(json_t *root, struct kwd_req *req, char *err, size_t errlen)
 		    "characters",
 		    sizeof req->sub - 1);
 	memcpy(req->sub, json_string_value(s), len + 1);
+	return KW_OK;
+}
+
+static int
+parse_sign(json_t *root, struct kwd_req *req, char *err, size_t errlen)
+{
+	static const char *const fields[] = {"key", "digest", NULL};
+	const char *d;
+	json_t *v;
+	int rv;
+
+	if ((rv = only_fields(root, fields, err, errlen)) != KW_OK)
+		return rv;
+	v = json_object_get(root, "key");
+	if (v == NULL || !json_is_string(v) ||
+	    !kw_name_valid_n(json_string_value(v), json_string_length(v)))
+		return fail(err, errlen,
+		    "key: required, the name of a signing key");
+	memcpy(req->name, json_string_value(v), json_string_length(v) + 1);
+	v = json_object_get(root, "digest");
+	d = json_string_value(v);
+	if (d == NULL || json_string_length(v) != 7 + 64 ||
+	    strncmp(d, "sha256:", 7) != 0)
+		return fail(err, errlen,
+		    "digest: expected \"sha256:\" and 64 lowercase hex digits");
+	for (size_t i = 0; i < 32; i++) {
+		int hi = hexval(d[7 + 2 * i]), lo = hexval(d[8 + 2 * i]);
+
+		if (hi < 0 || lo < 0)
+			return fail(err, errlen,
+			    "digest: expected \"sha256:\" and 64 lowercase "
+			    "hex digits");
+		req->digest[i] = (unsigned char)(hi << 4 | lo);
+	}
 	return KW_OK;
 }
 
@@ -668,6 +713,9 @@ kwd_req_parse(enum kwd_req_kind kind, const char *body, size_t len,
 		break;
 	case KWD_REQ_INTROSPECT:
 		rv = parse_introspect(root, req, err, errlen);
+		break;
+	case KWD_REQ_SIGN:
+		rv = parse_sign(root, req, err, errlen);
 		break;
 	case KWD_REQ_UNWRAP:
 		rv = only_fields(root, unwrap_fields, err, errlen);

@@ -53,6 +53,8 @@ struct kwd_req {
 	char sub[256];
 	/* POST /v1/tokens/introspect (a credential: wiped after use) */
 	char token[KWD_REQ_TOKEN_MAX + 1];
+	/* POST /v1/artifacts/sign: name is the signing key */
+	unsigned char digest[32];
 };
 
 enum kwd_req_kind {
@@ -67,6 +69,7 @@ enum kwd_req_kind {
 	KWD_REQ_TOKEN, /* {"audience", "scope": [..], "ttl"?, "bind"?} */
 	KWD_REQ_REVOKE, /* {"jti"} or {"sub"} */
 	KWD_REQ_INTROSPECT, /* {"token"} (RFC 7662 takes a form; JSON here) */
+	KWD_REQ_SIGN, /* {"key", "digest": "sha256:<64 lowercase hex>"} */
 };
 
 KW_WUR int kwd_req_parse(enum kwd_req_kind kind, const char *body, size_t len,

@@ -94,6 +94,10 @@ static const struct spec specs[] = {
 	    RR(SUBJECT, 0, 1), RR(REMOTE, 0, 1)),
 	FRONT(TOKEN_INTROSPECT, AUTH, RR(TOKEN, 1, 1),
 	    RR(REMOTE, 0, 1)),
+	FRONT(SIGNER_SHOW, AUTH, RR(KEY, 1, 1), RR(REMOTE, 0, 1)),
+	FRONT(SIGNER_ROTATE, AUTH, RR(KEY, 1, 1), RR(REMOTE, 0, 1)),
+	FRONT(ARTIFACT_SIGN, AUTH, RR(KEY, 1, 1), RR(DIGEST, 1, 1),
+	    RR(REMOTE, 0, 1)),
 	KEEPER(R_ERROR, RR(STATUS, 1, 1), RR(MESSAGE, 1, 1)),
 	KEEPER(R_OK, {0, 0, 0}),
 	KEEPER(R_KEY, RR(KEY, 1, 1), RR(MIN_DECRYPT, 1, 1), RR(CREATED, 1, 1),
@@ -109,6 +113,8 @@ static const struct spec specs[] = {
 	KEEPER(R_TOKEN, RR(TOKEN, 1, 1), RR(EXPIRES, 1, 1)),
 	KEEPER(R_JWKS, RR(JSON, 1, 1)),
 	KEEPER(R_INTROSPECT, RR(JSON, 1, 1)),
+	KEEPER(R_SIGNER, RR(JSON, 1, 1)),
+	KEEPER(R_SIGNATURE, RR(JSON, 1, 1)),
 };
 #undef RR
 #undef FRONT
@@ -682,7 +688,7 @@ test_msg_field_length_bounds(void **state)
 		n++;
 	}
 	/* Every tag of the table was exercised. */
-	assert_int_equal(n, 34);
+	assert_int_equal(n, 35);
 }
 
 static void

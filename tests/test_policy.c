@@ -513,7 +513,7 @@ test_policy_op_names(void **state)
 	static const char *const names[] = {"datakey", "decrypt", "rewrap",
 	    "token", "cert", "secret.read", "secret.write", "admin.create",
 	    "admin.list", "admin.read", "admin.rotate", "admin.patch",
-	    "admin.revoke", "introspect"};
+	    "admin.revoke", "introspect", "sign"};
 
 	(void)state;
 	assert_int_equal(N(names), KWD_OP__COUNT);

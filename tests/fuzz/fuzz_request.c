@@ -25,7 +25,7 @@
 #include "request.h"
 #include "store.h"
 
-#define NKINDS 8
+#define NKINDS 9
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -173,6 +173,11 @@ check_req(enum kwd_req_kind kind, const struct kwd_req *r)
 		    "revoke: jti length");
 		check(memchr(r->sub, '\0', sizeof r->sub) != NULL,
 		    "revoke: sub terminated");
+		break;
+	case KWD_REQ_SIGN:
+		check(kw_name_valid(r->name), "sign: a canonical key name");
+		check(r->nctx == 0 && r->wrapped_len == 0,
+		    "sign: nothing else");
 		break;
 	case KWD_REQ_INTROSPECT:
 		check(r->token[0] != '\0' &&
