@@ -121,6 +121,7 @@ enum route {
 	RT_SIGNER_SHOW,
 	RT_SIGNER_ROTATE,
 	RT_ARTIFACT_SIGN,
+	RT_CERTS,
 	RT__COUNT
 };
 
@@ -178,6 +179,8 @@ static const struct route_info routes[RT__COUNT] = {
         200},
     [RT_ARTIFACT_SIGN] = {"artifact_sign", "sign", KWD_MSG_ARTIFACT_SIGN,
         KWD_MSG_R_SIGNATURE, KWD_REQ_SIGN, BODY_REQUIRED, 200},
+    [RT_CERTS] = {"certs", "cert", KWD_MSG_CERT_ISSUE, KWD_MSG_R_CERT,
+        KWD_REQ_CERT, BODY_REQUIRED, 200},
 };
 
 /* The one route a client without a certificate may use. */
@@ -1742,6 +1745,10 @@ route_path(const char *path, const char *method, bool metrics, char *name,
 		*allow = "POST";
 		return post ? RT_TOKEN_INTROSPECT : RT_NONE;
 	}
+	if (strcmp(path, "/v1/certs") == 0) {
+		*allow = "POST";
+		return post ? RT_CERTS : RT_NONE;
+	}
 	if (strcmp(path, "/v1/artifacts/sign") == 0) {
 		*allow = "POST";
 		return post ? RT_ARTIFACT_SIGN : RT_NONE;
@@ -2275,6 +2282,7 @@ answer(struct MHD_Connection *mc, struct req *r, struct chan *ch)
 	case RT_SIGNER_SHOW:
 	case RT_SIGNER_ROTATE:
 	case RT_ARTIFACT_SIGN:
+	case RT_CERTS:
 	case RT_JWKS: {
 		const struct kwd_field *f = kwd_msg_get(m, KWD_TAG_JSON, 0);
 
@@ -2377,6 +2385,11 @@ process(struct MHD_Connection *mc, struct req *r)
 	case RT_SIGNER_SHOW:
 	case RT_SIGNER_ROTATE:
 		kwd_msg_put_str(&ch->out, KWD_TAG_KEY, r->name);
+		break;
+	case RT_CERTS:
+		kwd_msg_put(&ch->out, KWD_TAG_CSR,
+		    (const unsigned char *)q->csr, strlen(q->csr));
+		kwd_msg_put_u32(&ch->out, KWD_TAG_TTL, q->ttl);
 		break;
 	case RT_ARTIFACT_SIGN:
 		kwd_msg_put_str(&ch->out, KWD_TAG_KEY, q->name);

@@ -35,6 +35,9 @@
 #include "secret.h"
 #include "store.h"
 #include "token.h"
+#include "cert.h"
+
+#include <openssl/pem.h>
 
 #define HSM_RETRY_MS 1000
 #define META_BUCKETS 256
@@ -82,6 +85,12 @@ struct keeper {
 	} tok[TOKEN_KEYS_MAX];
 	uint32_t tok_active;
 	char *tok_jwks;
+
+	pthread_mutex_t ca_lock;
+	uint32_t ca_version;
+	X509 *ca_cert;
+	EVP_PKEY *ca_key; /* in the HSM (libp11) */
+	char *ca_pem;
 
 	pthread_rwlock_t rev_lock;
 	struct revoked *rev;
@@ -371,6 +380,8 @@ policy_op(uint16_t type)
 		return KWD_OP_ADMIN_ROTATE;
 	case KWD_MSG_ARTIFACT_SIGN:
 		return KWD_OP_SIGN;
+	case KWD_MSG_CERT_ISSUE:
+		return KWD_OP_CERT;
 	default:
 		return KWD_OP_REWRAP;
 	}
@@ -1746,6 +1757,195 @@ do_artifact_sign(struct worker *wk, uint64_t rid, const struct kwd_msg *m,
 	return reply_json(wk, KWD_MSG_R_SIGNATURE, rid, text);
 }
 
+/* ---- short-lived client certificates (docs/CERTS.md) ---- */
+
+#define CERT_TTL_DEFAULT (24 * 3600)
+#define CA_DAYS 3650
+
+/*
+ * ca_load: the active version of the CA signing key (made on first use),
+ * its HSM-backed EVP_PKEY and its certificate (self-signed once per
+ * version and kept in the store, so that it stays the same across
+ * restarts). ca_lock held.
+ */
+static int
+ca_load(struct worker *wk, char *reason, size_t rlen)
+{
+	struct keeper *k = wk->k;
+	struct kwd_key *key = malloc(sizeof *key);
+	EVP_PKEY *pk = NULL;
+	X509 *x = NULL;
+	char *pem = NULL;
+	BIO *bio = NULL;
+	uint32_t ver;
+	int rv;
+
+	if (key == NULL)
+		return KW_ERR_NOMEM;
+	pthread_mutex_lock(&k->store_lock);
+	rv = kwd_store_key_get(k->store, CA_SIGNER, key);
+	pthread_mutex_unlock(&k->store_lock);
+	if (rv == KW_ERR_NOT_FOUND) {
+		rv = new_version(wk, CA_SIGNER, KWD_KIND_SIGNER, true, 0,
+		    reason, rlen);
+		if (rv == KW_OK || rv == KW_ERR_EXISTS) {
+			pthread_mutex_lock(&k->store_lock);
+			rv = kwd_store_key_get(k->store, CA_SIGNER, key);
+			pthread_mutex_unlock(&k->store_lock);
+		}
+	}
+	if (rv == KW_OK && (key->kind != KWD_KIND_SIGNER || key->active == 0))
+		rv = KW_ERR_UNAVAILABLE;
+	ver = rv == KW_OK ? key->active : 0;
+	free(key);
+	if (rv != KW_OK)
+		return rv;
+	if (k->ca_version == ver && k->ca_cert != NULL)
+		return KW_OK;
+	rv = kwd_p11_evp_private(k->p11, CA_SIGNER, ver, &pk);
+	if (rv != KW_OK)
+		goto out;
+	pthread_mutex_lock(&k->store_lock);
+	rv = kwd_store_ca_get(k->store, ver, &pem);
+	pthread_mutex_unlock(&k->store_lock);
+	if (rv == KW_ERR_NOT_FOUND) {
+		rv = kwd_cert_ca_self_sign(pk, "keyward CA", CA_DAYS, &x);
+		if (rv == KW_OK)
+			rv = kwd_cert_pem(x, &pem);
+		X509_free(x);
+		x = NULL;
+		if (rv == KW_OK) {
+			pthread_mutex_lock(&k->store_lock);
+			rv = kwd_store_ca_put(k->store, ver, pem);
+			free(pem);
+			pem = NULL;
+			if (rv == KW_OK)
+				rv = kwd_store_ca_get(k->store, ver, &pem);
+			pthread_mutex_unlock(&k->store_lock);
+		}
+	}
+	if (rv != KW_OK)
+		goto out;
+	bio = BIO_new_mem_buf(pem, -1);
+	x = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+	if (x == NULL || kwd_cert_ca_check(x, pk) != KW_OK) {
+		rv = KW_ERR_CONFIG;
+		goto out;
+	}
+	X509_free(k->ca_cert);
+	EVP_PKEY_free(k->ca_key);
+	free(k->ca_pem);
+	k->ca_cert = x;
+	k->ca_key = pk;
+	k->ca_pem = pem;
+	k->ca_version = ver;
+	x = NULL;
+	pk = NULL;
+	pem = NULL;
+out:
+	BIO_free(bio);
+	X509_free(x);
+	EVP_PKEY_free(pk);
+	free(pem);
+	if (rv != KW_OK)
+		snprintf(reason, rlen, "certificate authority: %s",
+		    kw_error_name(rv));
+	return rv;
+}
+
+/*
+ * do_cert_issue: POST /v1/certs. The certificate names the caller's own
+ * identity (from its certificate or token), from the template only; its
+ * lifetime is capped by the grant's max_ttl (default one day) and 7 days.
+ */
+static int
+do_cert_issue(struct worker *wk, const struct kwd_msg *m, const char *identity,
+    char *cmsg, size_t cmlen, char *reason, size_t rlen)
+{
+	struct keeper *k = wk->k;
+	const struct kwd_field *f = kwd_msg_get(m, KWD_TAG_CSR, 0);
+	X509_REQ *csr = NULL;
+	X509 *cert = NULL;
+	char *pem = NULL, *text = NULL;
+	json_t *doc = NULL;
+	uint32_t ttl = 0, max;
+	time_t t = time(NULL);
+	int rv;
+
+	kwd_msg_u32(m, KWD_TAG_TTL, &ttl);
+	pthread_rwlock_rdlock(&k->policy_lock);
+	max = kwd_policy_max_ttl(k->policy, identity, KWD_OP_CERT, CA_SIGNER);
+	pthread_rwlock_unlock(&k->policy_lock);
+	if (max == 0)
+		max = CERT_TTL_DEFAULT;
+	if (max > KWD_CERT_TTL_CEILING)
+		max = KWD_CERT_TTL_CEILING;
+	if (ttl > max) {
+		snprintf(reason, rlen, "ttl %u over the grant's maximum %u",
+		    ttl, max);
+		snprintf(cmsg, cmlen, "ttl: at most %u seconds for this caller",
+		    max);
+		return KW_ERR_DENIED;
+	}
+	if (ttl == 0)
+		ttl = max;
+	rv = kwd_cert_csr_parse((const char *)f->p, f->len, &csr, cmsg, cmlen);
+	if (rv != KW_OK) {
+		snprintf(reason, rlen, "csr: %s", cmsg);
+		return rv;
+	}
+	pthread_mutex_lock(&k->ca_lock);
+	rv = ca_load(wk, reason, rlen);
+	if (rv == KW_OK) {
+		struct kwd_cert_template tp = {
+		    .organization = "keyward",
+		    .identity = identity,
+		    .ttl = ttl,
+		    .max_ttl = max,
+		    .backdate = KWD_CERT_BACKDATE_MAX,
+		    .now = t,
+		};
+
+		rv = kwd_cert_issue(csr, &tp, k->ca_cert, k->ca_key, &cert);
+		if (rv == KW_ERR_INVALID)
+			snprintf(cmsg, cmlen,
+			    "this identity cannot be put in a certificate "
+			    "(a SPIFFE ID or a DNS name is needed)");
+		if (rv == KW_OK)
+			rv = kwd_cert_pem(cert, &pem);
+		if (rv == KW_OK)
+			doc =
+			    json_pack("{s:s,s:s,s:I}", "certificate", pem, "ca",
+			        k->ca_pem, "expires_at", (json_int_t)(t + ttl));
+	}
+	pthread_mutex_unlock(&k->ca_lock);
+	if (rv == KW_OK) {
+		text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+		rv = text != NULL ? KW_OK : KW_ERR_NOMEM;
+	}
+	if (rv == KW_OK) {
+		ASN1_INTEGER *sn = X509_get_serialNumber(cert);
+		BIGNUM *bn = ASN1_INTEGER_to_BN(sn, NULL);
+		char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+
+		snprintf(reason, rlen, "issued serial=%s ttl=%u",
+		    hex != NULL ? hex : "?", ttl);
+		OPENSSL_free(hex);
+		BN_free(bn);
+		reply_json(wk, KWD_MSG_R_CERT, m->rid, text);
+		text = NULL;
+	} else if (reason[0] == '\0') {
+		snprintf(reason, rlen, "certificate not issued: %s",
+		    kw_error_name(rv));
+	}
+	free(text);
+	json_decref(doc);
+	free(pem);
+	X509_free(cert);
+	X509_REQ_free(csr);
+	return rv;
+}
+
 /* ---- requests authenticated by a token ---- */
 
 /* bearer_auth: the BEARER token of m, verified for this broker's own
@@ -1827,7 +2027,7 @@ handle(struct worker *wk)
 	const struct kwd_msg *m = &wk->msg;
 	struct ctx *c = NULL, cbuf;
 	char identity[256], name[64] = "", remote[65], reason[512] = "";
-	char aud[256] = "";
+	char aud[256] = "", cmsg[256] = "";
 	struct kwd_token_claims *via = NULL;
 	struct kwd_audit_rec rec;
 	enum kwd_policy_op op;
@@ -1896,8 +2096,10 @@ handle(struct worker *wk)
 	    m->type != KWD_MSG_TOKEN_INTROSPECT &&
 	    m->type != KWD_MSG_SIGNER_SHOW &&
 	    !allowed(k, identity, op,
-	        m->type == KWD_MSG_TOKEN_REVOKE ? "token" : name, c, reason,
-	        sizeof reason)) {
+	        m->type == KWD_MSG_TOKEN_REVOKE     ? "token"
+	            : m->type == KWD_MSG_CERT_ISSUE ? CA_SIGNER
+	                                            : name,
+	        c, reason, sizeof reason)) {
 		rv = KW_ERR_DENIED;
 		goto done;
 	}
@@ -2011,6 +2213,10 @@ handle(struct worker *wk)
 		rv = do_artifact_sign(wk, m->rid, m, name, reason,
 		    sizeof reason);
 		break;
+	case KWD_MSG_CERT_ISSUE:
+		rv = do_cert_issue(wk, m, identity, cmsg, sizeof cmsg, reason,
+		    sizeof reason);
+		break;
 	default:
 		rv = KW_ERR_INVALID;
 		break;
@@ -2056,7 +2262,11 @@ done:
 		atomic_fetch_add(&k->requests_failed, 1);
 	if (rv != KW_OK) {
 		kwd_msg_wipe(&wk->out);
-		reply_error(wk, m->rid, rv, error_message(rv));
+		/* cmsg: a message about the caller's own input (its CSR). */
+		reply_error(wk, m->rid, rv,
+		    cmsg[0] != '\0' && rv != KW_ERR_UNAVAILABLE
+		        ? cmsg
+		        : error_message(rv));
 	}
 	if (via != NULL) {
 		sodium_memzero(via, sizeof *via);
@@ -2279,6 +2489,7 @@ kwd_keeper_run(const struct kwd_keeper_args *a)
 	pthread_mutex_init(&k.p11_lock, NULL);
 	pthread_mutex_init(&k.tok_lock, NULL);
 	pthread_rwlock_init(&k.rev_lock, NULL);
+	pthread_mutex_init(&k.ca_lock, NULL);
 
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);

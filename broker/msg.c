@@ -153,6 +153,8 @@ static const struct type_rules rules[TYPE_LIMIT] = {
                                    R(REMOTE, 0, 1)}},
     [KWD_MSG_ARTIFACT_SIGN] = {.r = {AUTH_RULES, R(KEY, 1, 1), R(DIGEST, 1, 1),
                                    R(REMOTE, 0, 1)}},
+    [KWD_MSG_CERT_ISSUE] = {.r = {AUTH_RULES, R(CSR, 1, 1), R(TTL, 1, 1),
+                                R(REMOTE, 0, 1)}},
     [KWD_MSG_TOKEN_INTROSPECT] = {.r = {AUTH_RULES, R(TOKEN, 1, 1),
                                       R(REMOTE, 0, 1)}},
     [KWD_MSG_R_ERROR] = {.r = {R(STATUS, 1, 1), R(MESSAGE, 1, 1)}},
@@ -176,6 +178,7 @@ static const struct type_rules rules[TYPE_LIMIT] = {
     [KWD_MSG_R_INTROSPECT] = {.r = {R(JSON, 1, 1)}},
     [KWD_MSG_R_SIGNER] = {.r = {R(JSON, 1, 1)}},
     [KWD_MSG_R_SIGNATURE] = {.r = {R(JSON, 1, 1)}},
+    [KWD_MSG_R_CERT] = {.r = {R(JSON, 1, 1)}},
 };
 
 #undef R

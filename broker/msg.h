@@ -62,6 +62,7 @@ enum kwd_msg_dir {
 	X(SIGNER_SHOW, 16, KWD_FROM_FRONT)      \
 	X(SIGNER_ROTATE, 17, KWD_FROM_FRONT)    \
 	X(ARTIFACT_SIGN, 18, KWD_FROM_FRONT)    \
+	X(CERT_ISSUE, 19, KWD_FROM_FRONT)       \
 	X(R_ERROR, 64, KWD_FROM_KEEPER)         \
 	X(R_KEY, 65, KWD_FROM_KEEPER)           \
 	X(R_KEY_LIST, 66, KWD_FROM_KEEPER)      \
@@ -75,7 +76,8 @@ enum kwd_msg_dir {
 	X(R_JWKS, 74, KWD_FROM_KEEPER)          \
 	X(R_INTROSPECT, 75, KWD_FROM_KEEPER)    \
 	X(R_SIGNER, 76, KWD_FROM_KEEPER)        \
-	X(R_SIGNATURE, 77, KWD_FROM_KEEPER)
+	X(R_SIGNATURE, 77, KWD_FROM_KEEPER)     \
+	X(R_CERT, 78, KWD_FROM_KEEPER)
 
 enum kwd_msg_type {
 #define KWD_X(name, id, dir) KWD_MSG_##name = id,
@@ -132,7 +134,8 @@ enum kwd_field_kind {
 	X(SUBJECT, 33, KWD_FK_STR, 1, 255) /* a token's subject */             \
 	X(BEARER, 34, KWD_FK_STR, 1,                                           \
 	    8192) /* the caller's token, unverified */                         \
-	X(DIGEST, 35, KWD_FK_BYTES, 32, 32) /* SHA-256 of an artifact */
+	X(DIGEST, 35, KWD_FK_BYTES, 32, 32) /* SHA-256 of an artifact */       \
+	X(CSR, 36, KWD_FK_BYTES, 1, 16384) /* PEM certificate request */
 
 enum kwd_msg_tag {
 #define KWD_X(name, tag, kind, minl, maxl) KWD_TAG_##name = tag,

@@ -1036,3 +1036,30 @@ kwd_policy_token(const struct kwd_policy *p, const char *identity,
 		say(reason, reasonlen, "no token grant for this identity");
 	return false;
 }
+
+uint32_t
+kwd_policy_max_ttl(const struct kwd_policy *p, const char *identity,
+    enum kwd_policy_op op, const char *resource)
+{
+	size_t idlen, reslen;
+
+	if (p == NULL || identity == NULL || identity[0] == '\0' ||
+	    resource == NULL || (unsigned)op >= KWD_OP__COUNT)
+		return 0;
+	idlen = strlen(identity);
+	reslen = strlen(resource);
+	for (size_t r = 0; r < p->nrules; r++) {
+		const struct rule *rule = &p->rules[r];
+
+		if (!glob_match(&rule->identity, identity, idlen))
+			continue;
+		for (size_t g = 0; g < rule->ngrants; g++) {
+			const struct grant *gr = &rule->grants[g];
+
+			if ((gr->ops & (1u << op)) != 0 &&
+			    resource_ok(gr, resource, reslen))
+				return gr->max_ttl;
+		}
+	}
+	return 0;
+}

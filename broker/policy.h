@@ -97,6 +97,14 @@ bool kwd_policy_glob(const char *pattern, const char *s);
  * the ttl to issue. reason says which grant allowed it, or why not.
  */
 #define KWD_POLICY_TOKEN_TTL 3600
+
+/*
+ * kwd_policy_max_ttl: the max_ttl of the first grant that allows op on
+ * resource for identity (context not considered); 0 if none sets one or
+ * none allows it.
+ */
+uint32_t kwd_policy_max_ttl(const struct kwd_policy *p, const char *identity,
+    enum kwd_policy_op op, const char *resource);
 bool kwd_policy_token(const struct kwd_policy *p, const char *identity,
     const char *const *scopes, size_t nscopes, uint32_t ttl, uint32_t *ret_ttl,
     char *reason, size_t reasonlen);

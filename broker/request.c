@@ -560,6 +560,36 @@ parse_sign(json_t *root, struct kwd_req *req, char *err, size_t errlen)
 }
 
 static int
+parse_cert(json_t *root, struct kwd_req *req, char *err, size_t errlen)
+{
+	static const char *const fields[] = {"csr", "ttl", NULL};
+	unsigned long long n = 0;
+	bool have = false;
+	json_t *v;
+	size_t len;
+	int rv;
+
+	if ((rv = only_fields(root, fields, err, errlen)) != KW_OK)
+		return rv;
+	v = json_object_get(root, "csr");
+	len = json_is_string(v) ? json_string_length(v) : 0;
+	/* The PEM itself is judged by the keeper (cert.c). */
+	if (len == 0 || len > KWD_REQ_CSR_MAX ||
+	    memchr(json_string_value(v), '\0', len) != NULL)
+		return fail(err, errlen,
+		    "csr: expected a PEM certificate request of at most %d "
+		    "bytes",
+		    KWD_REQ_CSR_MAX);
+	memcpy(req->csr, json_string_value(v), len + 1);
+	rv = get_uint(root, "ttl", 1, 7 * 24 * 3600, &have, &n, err, errlen);
+	if (rv != KW_OK)
+		return rv;
+	if (have)
+		req->ttl = (uint32_t)n;
+	return KW_OK;
+}
+
+static int
 parse_introspect(json_t *root, struct kwd_req *req, char *err, size_t errlen)
 {
 	static const char *const fields[] = {"token", NULL};
@@ -716,6 +746,9 @@ kwd_req_parse(enum kwd_req_kind kind, const char *body, size_t len,
 		break;
 	case KWD_REQ_SIGN:
 		rv = parse_sign(root, req, err, errlen);
+		break;
+	case KWD_REQ_CERT:
+		rv = parse_cert(root, req, err, errlen);
 		break;
 	case KWD_REQ_UNWRAP:
 		rv = only_fields(root, unwrap_fields, err, errlen);

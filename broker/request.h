@@ -30,6 +30,7 @@
 #define KWD_REQ_SCOPE_MAX 128
 #define KWD_REQ_TTL_MAX 31536000
 #define KWD_REQ_TOKEN_MAX 8192
+#define KWD_REQ_CSR_MAX 16384
 
 struct kwd_req {
 	char name[64]; /* POST /v1/keys */
@@ -55,6 +56,8 @@ struct kwd_req {
 	char token[KWD_REQ_TOKEN_MAX + 1];
 	/* POST /v1/artifacts/sign: name is the signing key */
 	unsigned char digest[32];
+	/* POST /v1/certs (ttl above) */
+	char csr[KWD_REQ_CSR_MAX + 1];
 };
 
 enum kwd_req_kind {
@@ -70,6 +73,7 @@ enum kwd_req_kind {
 	KWD_REQ_REVOKE, /* {"jti"} or {"sub"} */
 	KWD_REQ_INTROSPECT, /* {"token"} (RFC 7662 takes a form; JSON here) */
 	KWD_REQ_SIGN, /* {"key", "digest": "sha256:<64 lowercase hex>"} */
+	KWD_REQ_CERT, /* {"csr": PEM, "ttl"?} */
 };
 
 KW_WUR int kwd_req_parse(enum kwd_req_kind kind, const char *body, size_t len,

@@ -100,6 +100,11 @@ static const char *const migrations[] = {
     " before INTEGER NOT NULL CHECK (before >= 0),"
     " until INTEGER NOT NULL CHECK (until >= 0)"
     ") STRICT;",
+    /* 3: the certificate of each version of the CA signing key. */
+    "CREATE TABLE ca_certs ("
+    " version INTEGER PRIMARY KEY CHECK (version >= 1),"
+    " pem TEXT NOT NULL CHECK (length(pem) BETWEEN 1 AND 16384)"
+    ") STRICT;",
 };
 
 #define SCHEMA_LATEST ((int64_t)(sizeof migrations / sizeof migrations[0]))
@@ -176,7 +181,11 @@ static const char *const migrations[] = {
 	    "SELECT sub, before, until FROM revoked_subjects WHERE until >= "  \
 	    "?1")                                                              \
 	X(S_PURGE_JTIS, "DELETE FROM revoked_tokens WHERE exp < ?1")           \
-	X(S_PURGE_SUBS, "DELETE FROM revoked_subjects WHERE until < ?1")
+	X(S_PURGE_SUBS, "DELETE FROM revoked_subjects WHERE until < ?1")       \
+	X(S_CA_GET, "SELECT pem FROM ca_certs WHERE version = ?1")             \
+	X(S_CA_PUT,                                                            \
+	    "INSERT INTO ca_certs (version, pem) VALUES (?1, ?2)"              \
+	    " ON CONFLICT (version) DO NOTHING")
 
 #define STMT_ENUM(id, sql) id,
 enum stmt_id { STATEMENTS(STMT_ENUM) S_COUNT };
@@ -1614,6 +1623,65 @@ kwd_store_revocations(struct kwd_store *st, uint64_t now_s,
 			goto out;
 	}
 	if (rv < 0)
+		goto out;
+	rv = 0;
+out:
+	return tx_end(st, rv);
+}
+
+/* ---- CA certificates ---- */
+
+int
+kwd_store_ca_get(struct kwd_store *st, uint32_t version, char **ret_pem)
+{
+	const unsigned char *text;
+	sqlite3_stmt *s;
+	char *pem = NULL;
+	int rv;
+
+	if (st == NULL || version == 0 || ret_pem == NULL)
+		return KW_ERR_INVALID;
+	if ((rv = tx_begin(st, false)) < 0)
+		goto out;
+	s = use(st, S_CA_GET);
+	if ((rv = bind_i64(st, s, 1, version)) < 0 ||
+	    (rv = step(st, s, "ca get")) < 0)
+		goto out;
+	if (rv == 0) {
+		rv = KW_ERR_NOT_FOUND;
+		goto out;
+	}
+	text = sqlite3_column_text(s, 0);
+	if (text == NULL) {
+		rv = bad_row("ca pem");
+		goto out;
+	}
+	pem = strdup((const char *)text);
+	rv = pem != NULL ? 0 : KW_ERR_NOMEM;
+out:
+	rv = tx_end(st, rv);
+	if (rv == 0)
+		*ret_pem = pem;
+	else
+		free(pem);
+	return rv;
+}
+
+int
+kwd_store_ca_put(struct kwd_store *st, uint32_t version, const char *pem)
+{
+	sqlite3_stmt *s;
+	int rv;
+
+	if (st == NULL || version == 0 || pem == NULL || pem[0] == '\0' ||
+	    strlen(pem) > 16384)
+		return KW_ERR_INVALID;
+	if ((rv = tx_begin(st, true)) < 0)
+		goto out;
+	s = use(st, S_CA_PUT);
+	if ((rv = bind_i64(st, s, 1, version)) < 0 ||
+	    (rv = bind_text(st, s, 2, pem)) < 0 ||
+	    (rv = step(st, s, "ca put")) < 0)
 		goto out;
 	rv = 0;
 out:

@@ -173,4 +173,14 @@ KW_WUR int kwd_store_key_patch(struct kwd_store *st, const char *name,
     uint32_t min_decrypt_version, uint64_t rotation_period, uint32_t version,
     enum kwd_key_state state);
 
+/*
+ * The certificate of version `version` of the CA signing key, PEM
+ * (malloc'd). kwd_store_ca_put keeps a certificate already stored for that
+ * version (the first one wins: read it back).
+ */
+KW_WUR int kwd_store_ca_get(struct kwd_store *st, uint32_t version,
+    char **ret_pem);
+KW_WUR int kwd_store_ca_put(struct kwd_store *st, uint32_t version,
+    const char *pem);
+
 #endif /* KWD_STORE_H */

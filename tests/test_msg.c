@@ -98,6 +98,7 @@ static const struct spec specs[] = {
 	FRONT(SIGNER_ROTATE, AUTH, RR(KEY, 1, 1), RR(REMOTE, 0, 1)),
 	FRONT(ARTIFACT_SIGN, AUTH, RR(KEY, 1, 1), RR(DIGEST, 1, 1),
 	    RR(REMOTE, 0, 1)),
+	FRONT(CERT_ISSUE, AUTH, RR(CSR, 1, 1), RR(TTL, 1, 1), RR(REMOTE, 0, 1)),
 	KEEPER(R_ERROR, RR(STATUS, 1, 1), RR(MESSAGE, 1, 1)),
 	KEEPER(R_OK, {0, 0, 0}),
 	KEEPER(R_KEY, RR(KEY, 1, 1), RR(MIN_DECRYPT, 1, 1), RR(CREATED, 1, 1),
@@ -115,6 +116,7 @@ static const struct spec specs[] = {
 	KEEPER(R_INTROSPECT, RR(JSON, 1, 1)),
 	KEEPER(R_SIGNER, RR(JSON, 1, 1)),
 	KEEPER(R_SIGNATURE, RR(JSON, 1, 1)),
+	KEEPER(R_CERT, RR(JSON, 1, 1)),
 };
 #undef RR
 #undef FRONT
@@ -688,7 +690,7 @@ test_msg_field_length_bounds(void **state)
 		n++;
 	}
 	/* Every tag of the table was exercised. */
-	assert_int_equal(n, 35);
+	assert_int_equal(n, 36);
 }
 
 static void

@@ -37,7 +37,7 @@
 #include "store.h"
 
 /* The schema version store.c's migrations reach: bump with each new one. */
-#define LATEST_SCHEMA 2
+#define LATEST_SCHEMA 3
 
 struct fx {
 	char dir[256];
@@ -1712,7 +1712,29 @@ test_store_migration_from_1(void **state)
 	free(k);
 	kwd_store_free(st);
 	assert_int_equal(raw_int(fx->db, "SELECT version FROM schema_version"),
-	    2);
+	    LATEST_SCHEMA);
+}
+
+static void
+test_store_ca_certs(void **state)
+{
+	struct fx *fx = *state;
+	struct kwd_store *st = open_ok(fx);
+	char *pem = NULL;
+
+	assert_int_equal(kwd_store_ca_get(st, 1, &pem), KW_ERR_NOT_FOUND);
+	assert_null(pem);
+	assert_int_equal(kwd_store_ca_put(st, 1, "first"), KW_OK);
+	/* The first certificate of a version stays. */
+	assert_int_equal(kwd_store_ca_put(st, 1, "second"), KW_OK);
+	kwd_store_free(st);
+	st = open_ok(fx);
+	assert_int_equal(kwd_store_ca_get(st, 1, &pem), KW_OK);
+	assert_string_equal(pem, "first");
+	free(pem);
+	assert_int_equal(kwd_store_ca_put(st, 0, "x"), KW_ERR_INVALID);
+	assert_int_equal(kwd_store_ca_put(st, 2, ""), KW_ERR_INVALID);
+	kwd_store_free(st);
 }
 
 int
@@ -1749,6 +1771,7 @@ main(void)
 	    T(test_store_signers_apart_from_keks),
 	    T(test_store_revocations_persist_and_expire),
 	    T(test_store_migration_from_1),
+	    T(test_store_ca_certs),
 #undef T
 	};
 

@@ -25,7 +25,7 @@
 #include "request.h"
 #include "store.h"
 
-#define NKINDS 9
+#define NKINDS 10
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -173,6 +173,12 @@ check_req(enum kwd_req_kind kind, const struct kwd_req *r)
 		    "revoke: jti length");
 		check(memchr(r->sub, '\0', sizeof r->sub) != NULL,
 		    "revoke: sub terminated");
+		break;
+	case KWD_REQ_CERT:
+		check(r->csr[0] != '\0' &&
+		        memchr(r->csr, '\0', sizeof r->csr) != NULL,
+		    "cert: a terminated CSR");
+		check(r->ttl <= 7 * 24 * 3600, "cert: ttl in range");
 		break;
 	case KWD_REQ_SIGN:
 		check(kw_name_valid(r->name), "sign: a canonical key name");

@@ -40,8 +40,17 @@ mkdir -m 700 "$KW_DIR/py"
 
 # The binding from the source tree, the library from the build; no
 # credentials in the environment (each test picks its identity).
+# An ASan+UBSan libkeyward needs the sanitizer runtime loaded before the
+# interpreter; Python's own allocations at exit are not ours to judge.
+SAN_ENV=()
+if [ "${KW_SANITIZED:-0}" = 1 ]; then
+	asan=$(${CC:-cc} -print-file-name=libasan.so)
+	ubsan=$(${CC:-cc} -print-file-name=libubsan.so)
+	[ -f "$asan" ] || kw_skip "sanitized build, but no libasan.so to preload ($asan)"
+	SAN_ENV=(LD_PRELOAD="$asan${ubsan:+:$ubsan}" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1)
+fi
 RC=0
-env -u KEYWARD_CERT -u KEYWARD_KEY -u KEYWARD_TOKEN \
+env -u KEYWARD_CERT -u KEYWARD_KEY -u KEYWARD_TOKEN "${SAN_ENV[@]}" \
 	PYTHONPATH="$KW_REPO/client/python" PYTHONDONTWRITEBYTECODE=1 \
 	KEYWARD_LIB="$KW_LIB" KEYWARD_ADDR="127.0.0.1:$KW_PORT" KEYWARD_CA="$KW_ENV/ca/ca.pem" \
 	KW_TEST_ENV="$KW_ENV" KW_TEST_DIR="$KW_DIR/py" KW_TEST_AUDIT="$(kw_audit)" \
