@@ -58,6 +58,23 @@ for _ in $(seq 50); do
 done
 [ -n "$ok" ] || kw_fail "no recovery within 5 s of the HSM fault clearing"
 kw_wait_healthy 5 || kw_fail "health not ok after recovery"
+
+# --- token signing fails in the HSM: 503, never a token signed otherwise
+tok='{"audience":"gw","scope":["model:llama-70b:infer"]}'
+kw_req app POST /v1/tokens "$tok" >/dev/null
+kw_expect 200 "a token while the HSM works"
+set_fault $'func=C_Sign\nrv=CKR_DEVICE_ERROR'
+kw_req app POST /v1/tokens "$tok" >/dev/null
+kw_expect 503 "a token while HSM signing fails"
+grep -q '"token"' "$KW_DIR/resp" && kw_fail "a token was issued while HSM signing failed"
+set_fault ""
+ok=
+for _ in $(seq 50); do
+	kw_req app POST /v1/tokens "$tok" >/dev/null
+	[ "$KW_CODE" = 200 ] && ok=1 && break
+	sleep 0.1
+done
+[ -n "$ok" ] || kw_fail "token issuance did not recover after the signing fault"
 # a slow HSM answers late, not wrong
 set_fault $'func=C_Encrypt\nsleep_ms=300\ntimes=1'
 kw_req train-job POST /v1/keys/datasets/datakey "$ctx" >/dev/null
