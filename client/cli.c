@@ -65,6 +65,11 @@ static const char usage_main[] =
     "  datakey KEY -C k=v...    a new data key bound to a context\n"
     "  encrypt FILE -k KEY -C k=v...   encrypt a file\n"
     "  decrypt FILE [--range A-B]      decrypt a file, or a byte range\n"
+    "  token issue|revoke|introspect   tokens (see token --help)\n"
+    "  signing-key show|rotate NAME    a signing key's public keys\n"
+    "  artifact sign FILE --key KEY    sign a file's digest\n"
+    "  artifact verify FILE --keys K   check a signature (offline)\n"
+    "  cert --key-out K --cert-out C   a short-lived client certificate\n"
     "  audit verify LOG         check an audit log's hash chain (offline)\n"
     "  health                   the server's health\n"
     "  version                  this program's version\n"
@@ -924,6 +929,776 @@ cmd_health(kw_client *c, int argc, char **argv)
 	return 0;
 }
 
+/* ---- credentials: tokens, signing keys, artifacts, certificates ---- */
+
+#define SCOPES_MAX 32
+#define DOC_MAX (1u << 20)
+
+/* write_all: straight to the descriptor, past stdio's buffers (which are
+ * freed unwiped): for tokens. */
+static int
+write_all(int fd, const char *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static void
+utc(unsigned long long t, char *buf, size_t len)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (gmtime_r(&tt, &tm) == NULL ||
+	    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, len, "%llu", t);
+}
+
+/*
+ * read_small: a whole file (at most max bytes) into a malloc'd,
+ * NUL-terminated buffer; "-" is standard input.
+ */
+static int
+read_small(const char *path, size_t max, char **ret, size_t *ret_len)
+{
+	size_t len = 0, cap = 4096;
+	char *buf = malloc(cap);
+	int fd = strcmp(path, "-") == 0 ? STDIN_FILENO
+	                                : open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0 || buf == NULL) {
+		errx_msg("%s: %s", path,
+		    fd < 0 ? strerror(errno) : "no memory");
+		free(buf);
+		return EXIT_ENV;
+	}
+	for (;;) {
+		ssize_t n;
+
+		if (len + 1 == cap) {
+			char *p = cap > max ? NULL : realloc(buf, cap * 2);
+
+			if (p == NULL) {
+				errx_msg("%s: larger than %zu bytes", path,
+				    max);
+				goto fail;
+			}
+			buf = p;
+			cap *= 2;
+		}
+		n = read(fd, buf + len, cap - 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			errx_msg("%s: %s", path, strerror(errno));
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	if (len > max) {
+		errx_msg("%s: larger than %zu bytes", path, max);
+		goto fail;
+	}
+	buf[len] = '\0';
+	if (fd != STDIN_FILENO)
+		close(fd);
+	*ret = buf;
+	if (ret_len != NULL)
+		*ret_len = len;
+	return 0;
+fail:
+	if (fd != STDIN_FILENO)
+		close(fd);
+	free(buf);
+	return EXIT_ENV;
+}
+
+/*
+ * read_token: a token from a file (mode 0600, as --token-file) or, with
+ * path NULL, from standard input, into buf (wiped by the caller).
+ */
+static int
+read_token(const char *path, char *buf, size_t cap)
+{
+	struct stat st;
+	size_t len = 0;
+	int fd = STDIN_FILENO;
+
+	if (path != NULL) {
+		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0 || fstat(fd, &st) != 0) {
+			errx_msg("--token-file %s: %s", path, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			return EXIT_ENV;
+		}
+		if (!S_ISREG(st.st_mode) || (st.st_mode & 077) != 0) {
+			close(fd);
+			errx_msg("--token-file %s: must be a regular file "
+			         "readable by its owner only (chmod 0600)",
+			    path);
+			return EXIT_ENV;
+		}
+	}
+	for (;;) {
+		ssize_t n = read(fd, buf + len, cap - 1 - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			errx_msg("reading the token: %s", strerror(errno));
+			break;
+		}
+		if (n == 0 || (len += (size_t)n) == cap - 1)
+			break;
+	}
+	if (path != NULL)
+		close(fd);
+	while (len > 0 &&
+	    (buf[len - 1] == '\n' || buf[len - 1] == '\r' ||
+	        buf[len - 1] == ' '))
+		len--;
+	buf[len] = '\0';
+	if (len == 0 || len >= cap - 1) {
+		errx_msg("expected a token of 1 to %zu bytes on %s", cap - 2,
+		    path != NULL ? path : "standard input");
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+static const char usage_token[] =
+    "Usage: keyward token issue --audience AUD --scope SCOPE [--scope "
+    "SCOPE]...\n"
+    "                           [--ttl SECONDS] [--bind]\n"
+    "       keyward token revoke (--jti JTI | --sub SUBJECT)\n"
+    "       keyward token introspect [--token-file FILE]\n"
+    "\n"
+    "issue: a token for AUD holding the scopes (kw:OP:KEY for keyward's own\n"
+    "API, whose audience is the broker's token_issuer), printed on standard\n"
+    "output (--json: with token_type and expires_at). --bind binds it to\n"
+    "this client's certificate.\n"
+    "revoke: one token by its jti, or every token issued so far to a\n"
+    "subject (admin).\n"
+    "introspect: reads the token from standard input or FILE (never the\n"
+    "command line) and prints the server's RFC 7662 answer; exit 0 if the\n"
+    "token is active, 1 if not.\n";
+
+static int
+token_issue(kw_client *c, int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"audience", required_argument, NULL, 'a'},
+	    {"scope", required_argument, NULL, 's'},
+	    {"ttl", required_argument, NULL, 't'},
+	    {"bind", no_argument, NULL, 'b'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *aud = NULL, *scopes[SCOPES_MAX];
+	unsigned long long ttl = 0, exp = 0;
+	size_t n = 0;
+	char *tok = NULL, line[96];
+	bool bind = false;
+	int ch, rc, w;
+
+	optind = 0; /* glibc: start over */
+	while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'a':
+			aud = optarg;
+			break;
+		case 's':
+			if (n == SCOPES_MAX)
+				return usage_error(usage_token,
+				    "at most %d --scope", SCOPES_MAX);
+			scopes[n++] = optarg;
+			break;
+		case 't':
+			if (!parse_u64(optarg, 604800, &ttl) || ttl == 0)
+				return usage_error(usage_token,
+				    "--ttl: seconds, 1 to 604800");
+			break;
+		case 'b':
+			bind = true;
+			break;
+		case 'h':
+			fputs(usage_token, stdout);
+			return 0;
+		default:
+			fputs(usage_token, stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc)
+		return usage_error(usage_token, "token issue: no arguments");
+	if (aud == NULL || n == 0)
+		return usage_error(usage_token,
+		    "token issue: --audience and --scope are required");
+	rc = kw_token_issue(c, aud, scopes, n, (unsigned)ttl, bind, &tok, &exp);
+	if (rc != KW_OK)
+		return fail(c, rc);
+	/* The token goes from locked memory to the descriptor, through no
+	 * stdio or jansson buffer. */
+	fflush(stdout);
+	if (g.json) {
+		w = write_all(STDOUT_FILENO, "{\"token\":\"", 10);
+		if (w == 0)
+			w = write_all(STDOUT_FILENO, tok, strlen(tok));
+		snprintf(line, sizeof line,
+		    "\",\"token_type\":\"Bearer\",\"expires_at\":%llu}\n", exp);
+		if (w == 0)
+			w = write_all(STDOUT_FILENO, line, strlen(line));
+	} else {
+		w = write_all(STDOUT_FILENO, tok, strlen(tok));
+		if (w == 0)
+			w = write_all(STDOUT_FILENO, "\n", 1);
+	}
+	kw_token_free(tok);
+	if (w != 0) {
+		errx_msg("standard output: %s", strerror(errno));
+		return EXIT_ENV;
+	}
+	return 0;
+}
+
+static int
+token_revoke(kw_client *c, int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"jti", required_argument, NULL, 'j'},
+	    {"sub", required_argument, NULL, 's'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *jti = NULL, *sub = NULL;
+	int ch, rc;
+
+	optind = 0; /* glibc: start over */
+	while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'j':
+			jti = optarg;
+			break;
+		case 's':
+			sub = optarg;
+			break;
+		case 'h':
+			fputs(usage_token, stdout);
+			return 0;
+		default:
+			fputs(usage_token, stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc || (jti == NULL) == (sub == NULL))
+		return usage_error(usage_token,
+		    "token revoke: exactly one of --jti and --sub");
+	rc = kw_token_revoke(c, jti, sub);
+	if (rc != KW_OK)
+		return fail(c, rc);
+	if (g.json)
+		puts("{\"revoked\":true}");
+	else
+		printf("revoked %s %s\n", jti != NULL ? "jti" : "subject",
+		    jti != NULL ? jti : sub);
+	return 0;
+}
+
+static int
+token_introspect(kw_client *c, int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"token-file", required_argument, NULL, 'T'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	char tok[TOKEN_FILE_MAX + 2], *ans = NULL;
+	const char *file = NULL;
+	json_t *root;
+	bool active;
+	int ch, rc;
+
+	optind = 0; /* glibc: start over */
+	while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'T':
+			file = optarg;
+			break;
+		case 'h':
+			fputs(usage_token, stdout);
+			return 0;
+		default:
+			fputs(usage_token, stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc)
+		return usage_error(usage_token,
+		    "token introspect: the token comes from standard input or "
+		    "--token-file, never the command line");
+	rc = read_token(file, tok, sizeof tok);
+	if (rc == 0) {
+		rc = kw_token_introspect(c, tok, &ans);
+		rc = rc == KW_OK ? 0 : fail(c, rc);
+	}
+	sodium_memzero(tok, sizeof tok);
+	if (rc != 0)
+		return rc;
+	root = json_loads(ans, JSON_REJECT_DUPLICATES, NULL);
+	kw_free(ans);
+	if (root == NULL) {
+		errx_msg("the server's answer is not JSON");
+		return EXIT_ENV;
+	}
+	active = json_is_true(json_object_get(root, "active"));
+	if (g.json) {
+		print_json(root);
+	} else {
+		const char *k;
+		json_t *v;
+
+		json_object_foreach (root, k, v) {
+			char *s = json_is_string(v)
+			    ? NULL
+			    : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+			char when[40] = "";
+
+			if (json_is_integer(v) &&
+			    (strcmp(k, "exp") == 0 || strcmp(k, "iat") == 0 ||
+			        strcmp(k, "nbf") == 0)) {
+				char t[32];
+
+				utc((unsigned long long)json_integer_value(v),
+				    t, sizeof t);
+				snprintf(when, sizeof when, " (%s)", t);
+			}
+			printf("%-10s %s%s\n", k,
+			    s != NULL ? s : json_string_value(v), when);
+			free(s);
+		}
+	}
+	json_decref(root);
+	return active ? 0 : EXIT_REFUSED;
+}
+
+static int
+cmd_token(kw_client *c, int argc, char **argv)
+{
+	if (argc < 2)
+		return usage_error(usage_token, "token: which action?");
+	if (strcmp(argv[1], "issue") == 0)
+		return token_issue(c, argc - 1, argv + 1);
+	if (strcmp(argv[1], "revoke") == 0)
+		return token_revoke(c, argc - 1, argv + 1);
+	if (strcmp(argv[1], "introspect") == 0)
+		return token_introspect(c, argc - 1, argv + 1);
+	return usage_error(usage_token, "token: unknown action %s", argv[1]);
+}
+
+/* name_ok: a key name that can go into a URL path as is. */
+static bool
+name_ok(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (len == 0 || len > 63)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char ch = name[i];
+
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+		        ch == '.' || ch == '_' || ch == '-'))
+			return false;
+	}
+	return true;
+}
+
+static const char usage_signing_key[] =
+    "Usage: keyward signing-key show NAME\n"
+    "       keyward signing-key rotate NAME\n"
+    "\n"
+    "A signing key's public versions (JWKs with version and state): token\n"
+    "(tokens), ca (certificates) or an artifact signing key. rotate (admin)\n"
+    "makes a new active version, creating the key if it is missing. With\n"
+    "--json, the answer is the key set `artifact verify --keys` takes.\n";
+
+static int
+cmd_signing_key(kw_client *c, int argc, char **argv)
+{
+	char path[128];
+	json_t *ans = NULL, *keys, *k;
+	size_t i;
+	bool rotate;
+	int rc;
+
+	if (argc != 3 ||
+	    (strcmp(argv[1], "show") != 0 && strcmp(argv[1], "rotate") != 0))
+		return usage_error(usage_signing_key,
+		    "signing-key: expected show NAME or rotate NAME");
+	if (!name_ok(argv[2]))
+		return usage_error(usage_signing_key,
+		    "NAME: 1 to 63 of a-z 0-9 . _ -");
+	rotate = argv[1][0] == 'r';
+	snprintf(path, sizeof path, "/v1/signing-keys/%s%s", argv[2],
+	    rotate ? "/rotate" : "");
+	rc = request(c, rotate ? "POST" : "GET", path, NULL, &ans);
+	if (rc != 0)
+		return rc;
+	if (g.json) {
+		print_json(ans);
+		json_decref(ans);
+		return 0;
+	}
+	printf("signing key     %s\n", jstr(ans, "name"));
+	printf("active version  %lld\n",
+	    (long long)json_integer_value(
+	        json_object_get(ans, "active_version")));
+	printf("\n%-8s  %-8s  %-5s  %s\n", "VERSION", "STATE", "ALG", "KID");
+	keys = json_object_get(ans, "keys");
+	json_array_foreach (keys, i, k) {
+		printf("%-8lld  %-8s  %-5s  %s\n",
+		    (long long)json_integer_value(
+		        json_object_get(k, "version")),
+		    jstr(k, "state"), jstr(k, "alg"), jstr(k, "kid"));
+	}
+	json_decref(ans);
+	return 0;
+}
+
+static const char usage_artifact[] =
+    "Usage: keyward artifact sign FILE --key KEY [-o SIG]\n"
+    "       keyward artifact verify FILE [--sig SIG] --keys KEYS.json\n"
+    "\n"
+    "sign: the server signs FILE's SHA-256 with signing key KEY (ES256);\n"
+    "the signature document is written to SIG (default FILE.sig).\n"
+    "verify: offline, no server: checks SIG (default FILE.sig) against FILE\n"
+    "and the public keys in KEYS.json (`keyward --json signing-key show\n"
+    "KEY`, or a JWKS). Exit 0: good signature; 4: it is not (unknown kid,\n"
+    "digest mismatch, bad signature).\n";
+
+/* write_file: data then a newline into path, through a temporary file
+ * beside it and a rename (mode 0644). */
+static int
+write_file(const char *path, const char *data)
+{
+	char tmp[PATH_MAX + 16];
+	int fd, ok;
+
+	if (snprintf(tmp, sizeof tmp, "%s.XXXXXX", path) >= (int)sizeof tmp) {
+		errx_msg("%s: path too long", path);
+		return EXIT_USAGE;
+	}
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0) {
+		errx_msg("%s: cannot create a file beside it: %s", path,
+		    strerror(errno));
+		return EXIT_ENV;
+	}
+	ok = fchmod(fd, 0644) == 0 && write_all(fd, data, strlen(data)) == 0 &&
+	    write_all(fd, "\n", 1) == 0 && fsync(fd) == 0;
+	if (close(fd) != 0)
+		ok = 0;
+	if (!ok || rename(tmp, path) != 0) {
+		errx_msg("%s: %s", path, strerror(errno));
+		(void)unlink(tmp);
+		return EXIT_ENV;
+	}
+	return 0;
+}
+
+static int
+artifact_sign(kw_client *c, int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"key", required_argument, NULL, 'k'},
+	    {"output", required_argument, NULL, 'o'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *key = NULL, *out = NULL;
+	char outbuf[PATH_MAX], *sig = NULL;
+	json_t *doc;
+	int ch, rc;
+
+	optind = 0; /* glibc: start over */
+	while ((ch = getopt_long(argc, argv, "k:o:h", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'k':
+			key = optarg;
+			break;
+		case 'o':
+			out = optarg;
+			break;
+		case 'h':
+			fputs(usage_artifact, stdout);
+			return 0;
+		default:
+			fputs(usage_artifact, stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind + 1 != argc)
+		return usage_error(usage_artifact,
+		    "artifact sign: expected one FILE");
+	if (key == NULL)
+		return usage_error(usage_artifact,
+		    "artifact sign: --key is required");
+	if (out == NULL) {
+		if (snprintf(outbuf, sizeof outbuf, "%s.sig", argv[optind]) >=
+		    (int)sizeof outbuf)
+			return usage_error(usage_artifact,
+			    "FILE: path too long");
+		out = outbuf;
+	}
+	rc = kw_artifact_sign(c, key, argv[optind], &sig);
+	if (rc != KW_OK)
+		return fail(c, rc);
+	rc = write_file(out, sig);
+	doc = rc == 0 ? json_loads(sig, 0, NULL) : NULL;
+	kw_free(sig);
+	if (rc != 0)
+		return rc;
+	if (g.json) {
+		json_t *o = json_pack("{s:s,s:s,s:O}", "input", argv[optind],
+		    "output", out, "signature", doc);
+
+		print_json(o);
+		json_decref(o);
+	} else {
+		printf("%s: signed by key %s version %lld (kid %s) into %s\n",
+		    argv[optind], jstr(doc, "key"),
+		    (long long)json_integer_value(
+		        json_object_get(doc, "version")),
+		    jstr(doc, "kid"), out);
+	}
+	json_decref(doc);
+	return 0;
+}
+
+static int
+artifact_verify(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"sig", required_argument, NULL, 's'},
+	    {"keys", required_argument, NULL, 'k'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *sigpath = NULL, *keyspath = NULL, *file;
+	char sigbuf[PATH_MAX], err[512] = "", *sig = NULL, *keys = NULL;
+	json_t *doc;
+	int ch, rc;
+
+	optind = 0; /* glibc: start over */
+	while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (ch) {
+		case 's':
+			sigpath = optarg;
+			break;
+		case 'k':
+			keyspath = optarg;
+			break;
+		case 'h':
+			fputs(usage_artifact, stdout);
+			return 0;
+		default:
+			fputs(usage_artifact, stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind + 1 != argc)
+		return usage_error(usage_artifact,
+		    "artifact verify: expected one FILE");
+	if (keyspath == NULL)
+		return usage_error(usage_artifact,
+		    "artifact verify: --keys is required (the signing key's "
+		    "public keys)");
+	file = argv[optind];
+	if (sigpath == NULL) {
+		if (snprintf(sigbuf, sizeof sigbuf, "%s.sig", file) >=
+		    (int)sizeof sigbuf)
+			return usage_error(usage_artifact,
+			    "FILE: path too long");
+		sigpath = sigbuf;
+	}
+	rc = read_small(sigpath, DOC_MAX, &sig, NULL);
+	if (rc == 0)
+		rc = read_small(keyspath, DOC_MAX, &keys, NULL);
+	if (rc != 0) {
+		free(sig);
+		return rc;
+	}
+	rc = kw_artifact_verify(file, sig, keys, err, sizeof err);
+	doc = json_loads(sig, 0, NULL);
+	free(sig);
+	free(keys);
+	if (g.json) {
+		json_t *o = rc == KW_OK
+		    ? json_pack("{s:s,s:b,s:s,s:I,s:s}", "file", file, "ok", 1,
+		          "key", jstr(doc, "key"), "version",
+		          json_integer_value(json_object_get(doc, "version")),
+		          "kid", jstr(doc, "kid"))
+		    : json_pack("{s:s,s:b,s:s}", "file", file, "ok", 0, "error",
+		          err[0] != '\0' ? err : kw_strerror(rc));
+
+		print_json(o);
+		json_decref(o);
+	} else if (rc == KW_OK) {
+		printf("%s: good signature by key %s version %lld (kid %s)\n",
+		    file, jstr(doc, "key"),
+		    (long long)json_integer_value(
+		        json_object_get(doc, "version")),
+		    jstr(doc, "kid"));
+	} else {
+		errx_msg("%s: %s", file,
+		    err[0] != '\0' ? err : kw_strerror(rc));
+	}
+	json_decref(doc);
+	return exit_for(rc);
+}
+
+static const char usage_cert[] =
+    "Usage: keyward cert --key-out KEY --cert-out CERT [--ttl SECONDS]\n"
+    "                    [--renew-before SECONDS]\n"
+    "\n"
+    "A short-lived client certificate for the caller's identity: a P-256\n"
+    "key made here (it never leaves this machine) into KEY (mode 0600),\n"
+    "the certificate into CERT and the CA that issued it into CERT.ca.pem,\n"
+    "each written whole or not at all. --renew-before: nothing is done\n"
+    "(exit 0) if CERT is valid, holds KEY's public key and expires more\n"
+    "than SECONDS from now; otherwise a new key and certificate are made.\n";
+
+static int
+cmd_cert(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"key-out", required_argument, NULL, 'k'},
+	    {"cert-out", required_argument, NULL, 'c'},
+	    {"ttl", required_argument, NULL, 't'},
+	    {"renew-before", required_argument, NULL, 'r'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *keyout = NULL, *certout = NULL;
+	unsigned long long ttl = 0, before = 0, na = 0;
+	bool has_before = false, renewed = false;
+	char err[512] = "", when[32], why[512] = "";
+	kw_client *c = NULL;
+	int ch, rc;
+
+	optind = 0; /* glibc: start over */
+	while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'k':
+			keyout = optarg;
+			break;
+		case 'c':
+			certout = optarg;
+			break;
+		case 't':
+			if (!parse_u64(optarg, 604800, &ttl) || ttl == 0)
+				return usage_error(usage_cert,
+				    "--ttl: seconds, 1 to 604800");
+			break;
+		case 'r':
+			if (!parse_u64(optarg, 315360000ULL, &before))
+				return usage_error(usage_cert,
+				    "--renew-before: seconds, 0 to 315360000");
+			has_before = true;
+			break;
+		case 'h':
+			fputs(usage_cert, stdout);
+			return 0;
+		default:
+			fputs(usage_cert, stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc)
+		return usage_error(usage_cert, "cert: no arguments");
+	if (keyout == NULL || certout == NULL)
+		return usage_error(usage_cert,
+		    "cert: --key-out and --cert-out are required");
+	if (has_before) {
+		/* Offline: a certificate that still has time needs no
+		 * server. */
+		rc = kw_cert_check(keyout, certout, &na, why, sizeof why);
+		if (rc == KW_OK &&
+		    na > (unsigned long long)time(NULL) + before) {
+			utc(na, when, sizeof when);
+			if (g.json) {
+				json_t *o = json_pack("{s:s,s:s,s:I,s:b}",
+				    "certificate", certout, "key", keyout,
+				    "expires_at", (json_int_t)na, "renewed", 0);
+
+				print_json(o);
+				json_decref(o);
+			} else {
+				printf("%s: valid until %s, more than %llu s "
+				       "from now: not renewed\n",
+				    certout, when, before);
+			}
+			return 0;
+		}
+		if (rc == KW_OK)
+			snprintf(why, sizeof why, "expires within %llu s",
+			    before);
+		renewed = true;
+	}
+	rc = new_client(&c);
+	if (rc != 0)
+		return rc;
+	rc =
+	    kw_cert_request(c, keyout, certout, (unsigned)ttl, err, sizeof err);
+	if (rc != KW_OK) {
+		rc = fail(c, rc);
+		kw_client_free(c);
+		return rc;
+	}
+	kw_client_free(c);
+	rc = kw_cert_check(keyout, certout, &na, err, sizeof err);
+	if (rc != KW_OK) {
+		errx_msg("the new certificate: %s", err);
+		return exit_for(rc);
+	}
+	utc(na, when, sizeof when);
+	if (g.json) {
+		json_t *o = json_pack("{s:s,s:s,s:s+,s:I,s:b}", "certificate",
+		    certout, "key", keyout, "ca", certout, ".ca.pem",
+		    "expires_at", (json_int_t)na, "renewed", renewed);
+
+		print_json(o);
+		json_decref(o);
+	} else {
+		if (renewed)
+			printf("%s: renewed (%s)\n", certout,
+			    why[0] != '\0' ? why : "not usable");
+		printf("%s: valid until %s; key in %s, CA in %s.ca.pem\n",
+		    certout, when, keyout, certout);
+	}
+	return 0;
+}
+
+static int
+artifact_cmd(kw_client *c, int argc, char **argv)
+{
+	if (argc >= 2 && strcmp(argv[1], "sign") == 0)
+		return artifact_sign(c, argc - 1, argv + 1);
+	return usage_error(usage_artifact, "artifact: expected sign or verify");
+}
+
 /* ---- main ---- */
 
 /* harden: no core dump, not ptrace-able by same-uid processes: this
@@ -1069,14 +1844,38 @@ main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "audit") == 0)
 		return cmd_audit(argc, argv);
+	if (strcmp(cmd, "cert") == 0)
+		return cmd_cert(argc, argv);
+	if (strcmp(cmd, "artifact") == 0 && want_help(argc, argv)) {
+		fputs(usage_artifact, stdout);
+		return 0;
+	}
+	if (strcmp(cmd, "artifact") == 0 && argc >= 2 &&
+	    strcmp(argv[1], "verify") == 0)
+		return artifact_verify(argc - 1, argv + 1);
 	if (strcmp(cmd, "help") == 0) {
 		fputs(usage_main, stdout);
 		return 0;
 	}
 	if (strcmp(cmd, "key") != 0 && strcmp(cmd, "datakey") != 0 &&
 	    strcmp(cmd, "encrypt") != 0 && strcmp(cmd, "decrypt") != 0 &&
-	    strcmp(cmd, "health") != 0)
+	    strcmp(cmd, "health") != 0 && strcmp(cmd, "token") != 0 &&
+	    strcmp(cmd, "signing-key") != 0 && strcmp(cmd, "artifact") != 0)
 		return usage_error(usage_main, "unknown command %s", cmd);
+	/* A wrong action is a usage error, found before any server. */
+	if ((strcmp(cmd, "token") == 0 &&
+	        (argc < 2 ||
+	            (strcmp(argv[1], "issue") != 0 &&
+	                strcmp(argv[1], "revoke") != 0 &&
+	                strcmp(argv[1], "introspect") != 0)) &&
+	        !want_help(argc, argv)))
+		return usage_error(usage_token,
+		    "token: expected issue, revoke "
+		    "or introspect");
+	if (strcmp(cmd, "artifact") == 0 &&
+	    (argc < 2 || strcmp(argv[1], "sign") != 0))
+		return usage_error(usage_artifact,
+		    "artifact: expected sign or verify");
 	/* --help needs no server. */
 	if (want_help(argc, argv)) {
 		if (strcmp(cmd, "key") == 0)
@@ -1087,6 +1886,10 @@ main(int argc, char **argv)
 			fputs(usage_encrypt, stdout);
 		else if (strcmp(cmd, "decrypt") == 0)
 			fputs(usage_decrypt, stdout);
+		else if (strcmp(cmd, "token") == 0)
+			fputs(usage_token, stdout);
+		else if (strcmp(cmd, "signing-key") == 0)
+			fputs(usage_signing_key, stdout);
 		else
 			fputs(usage_health, stdout);
 		return 0;
@@ -1102,6 +1905,12 @@ main(int argc, char **argv)
 		rc = cmd_encrypt(c, argc, argv);
 	else if (strcmp(cmd, "decrypt") == 0)
 		rc = cmd_decrypt(c, argc, argv);
+	else if (strcmp(cmd, "token") == 0)
+		rc = cmd_token(c, argc, argv);
+	else if (strcmp(cmd, "signing-key") == 0)
+		rc = cmd_signing_key(c, argc, argv);
+	else if (strcmp(cmd, "artifact") == 0)
+		rc = artifact_cmd(c, argc, argv);
 	else
 		rc = cmd_health(c, argc, argv);
 out:

@@ -226,6 +226,87 @@ KW_EXPORT KW_WUR int kw_audit_verify(const char *path,
     unsigned long long *ret_records, unsigned long long *ret_bad_line,
     char *err, size_t errlen);
 
+/* ------------------------------------------------------------------ */
+/* Tokens (docs/TOKENS.md). A token is a credential: it is returned in  */
+/* locked memory and wiped by kw_token_free().                          */
+
+/*
+ * kw_token_issue: a token for audience holding scopes[0..n-1] (1 to 32),
+ * ttl seconds (0: the grant's max_ttl), bound to the client certificate
+ * when bind is non-zero. *ret_token is NUL-terminated, in locked memory,
+ * and must be released with kw_token_free() (never kw_free()).
+ * ret_expires (may be NULL): the token's expiry, seconds since the epoch.
+ */
+KW_EXPORT KW_WUR int kw_token_issue(kw_client *c, const char *audience,
+    const char *const *scopes, size_t n, unsigned ttl, int bind,
+    char **ret_token, unsigned long long *ret_expires);
+
+/* kw_token_free: wipes and releases a token from kw_token_issue (NULL:
+ * nothing). */
+KW_EXPORT void kw_token_free(char *token);
+
+/* kw_token_revoke: revokes one token by jti, or every token issued so far
+ * to subject sub: exactly one of them non-NULL (admin.revoke). */
+KW_EXPORT KW_WUR int kw_token_revoke(kw_client *c, const char *jti,
+    const char *sub);
+
+/*
+ * kw_token_introspect: the server's RFC 7662 answer for token, as JSON
+ * text ({"active":false} for a token it does not accept), to be freed
+ * with kw_free(). The request body carrying the token is built in locked
+ * memory.
+ */
+KW_EXPORT KW_WUR int kw_token_introspect(kw_client *c, const char *token,
+    char **ret_json);
+
+/* ------------------------------------------------------------------ */
+/* Artifact signatures (ES256 over a file's SHA-256).                  */
+
+/*
+ * kw_artifact_sign: SHA-256 of the file at path, signed by the server
+ * with signing key key (operation "sign"). *ret_sig_json is the server's
+ * answer as it came (checked: same key and digest, ES256, a 64-byte
+ * signature), to be freed with kw_free(); it is the signature document
+ * kw_artifact_verify() takes.
+ */
+KW_EXPORT KW_WUR int kw_artifact_sign(kw_client *c, const char *key,
+    const char *path, char **ret_sig_json);
+
+/*
+ * kw_artifact_verify: offline, no client: checks the signature document
+ * sig_json against the file at path and the public keys in keys_json (the
+ * answer of GET /v1/signing-keys/{name}, or a JWKS {"keys":[...]}).
+ * KW_OK: the signature is good. KW_ERR_AUTH: it is not (err says why:
+ * unknown kid, digest mismatch, bad signature, a malformed document).
+ * KW_ERR_INVALID: keys_json is not a key set. KW_ERR_IO: path unreadable.
+ */
+KW_EXPORT KW_WUR int kw_artifact_verify(const char *path, const char *sig_json,
+    const char *keys_json, char *err, size_t errlen);
+
+/* ------------------------------------------------------------------ */
+/* Short-lived client certificates (docs/CERTS.md).                    */
+
+/*
+ * kw_cert_request: a new P-256 key made here (it never leaves the
+ * machine), a CSR for it, POST /v1/certs (ttl seconds, 0: the policy's
+ * maximum); the key is written to key_out (mode 0600), the certificate
+ * to cert_out and the CA certificate that issued it to cert_out
+ * followed by ".ca.pem", each through a temporary file and a rename.
+ * On failure, err (when not NULL) says why.
+ */
+KW_EXPORT KW_WUR int kw_cert_request(kw_client *c, const char *key_out,
+    const char *cert_out, unsigned ttl, char *err, size_t errlen);
+
+/*
+ * kw_cert_check: offline: the certificate at cert_path is valid now and
+ * holds the public key of the private key at key_path. KW_OK with its
+ * notAfter (seconds since the epoch) in *ret_not_after (may be NULL);
+ * KW_ERR_NOT_FOUND: a file is missing; KW_ERR_AUTH: not valid now or
+ * not matching; KW_ERR_INVALID: a file is not PEM of the right kind.
+ */
+KW_EXPORT KW_WUR int kw_cert_check(const char *key_path, const char *cert_path,
+    unsigned long long *ret_not_after, char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif
