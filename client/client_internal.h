@@ -1,6 +1,7 @@
 /*
- * client_internal.h: what client.c shares with datakey.c, file.c and
- * audit.c inside libkeyward. Nothing here is exported.
+ * client_internal.h: what client.c shares with datakey.c, file.c, token.c,
+ * artifact.c, cert.c and audit.c inside libkeyward. Nothing here is
+ * exported.
  *
  * SPDX-License-Identifier: Apache-2.0
  */

@@ -278,7 +278,8 @@ KW_EXPORT KW_WUR int kw_artifact_sign(kw_client *c, const char *key,
  * answer of GET /v1/signing-keys/{name}, or a JWKS {"keys":[...]}).
  * KW_OK: the signature is good. KW_ERR_AUTH: it is not (err says why:
  * unknown kid, digest mismatch, bad signature, a malformed document).
- * KW_ERR_INVALID: keys_json is not a key set. KW_ERR_IO: path unreadable.
+ * KW_ERR_INVALID: keys_json is not a key set, or the kid's key is
+ * malformed or not matching its kid. KW_ERR_IO: path unreadable.
  */
 KW_EXPORT KW_WUR int kw_artifact_verify(const char *path, const char *sig_json,
     const char *keys_json, char *err, size_t errlen);
