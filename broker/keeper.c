@@ -1601,6 +1601,29 @@ audit_event(struct worker *wk, const struct kwd_msg *m)
 #define CA_SIGNER "ca"
 
 /*
+ * signer_active: the active version of signing key name. KW_ERR_NOT_FOUND
+ * if there is none, or name is a KEK.
+ */
+static int
+signer_active(struct keeper *k, const char *name, uint32_t *ret_version)
+{
+	struct kwd_key *key = malloc(sizeof *key);
+	int rv;
+
+	if (key == NULL)
+		return KW_ERR_NOMEM;
+	pthread_mutex_lock(&k->store_lock);
+	rv = kwd_store_key_get(k->store, name, key);
+	pthread_mutex_unlock(&k->store_lock);
+	if (rv == KW_OK && (key->kind != KWD_KIND_SIGNER || key->active == 0))
+		rv = KW_ERR_NOT_FOUND;
+	if (rv == KW_OK)
+		*ret_version = key->active;
+	free(key);
+	return rv;
+}
+
+/*
  * signer_doc: {"name","active_version","keys":[JWK + version + state]}:
  * the public keys of every version that is active or retired (kept, so
  * that what they signed still verifies).
@@ -1703,7 +1726,6 @@ do_artifact_sign(struct worker *wk, uint64_t rid, const struct kwd_msg *m,
 {
 	struct keeper *k = wk->k;
 	const struct kwd_field *d = kwd_msg_get(m, KWD_TAG_DIGEST, 0);
-	struct kwd_key *key = NULL;
 	unsigned char sig[64];
 	char kid[KWD_TOKEN_THUMB_LEN + 1], b64[90], hex[65];
 	EVP_PKEY *pub = NULL;
@@ -1718,15 +1740,9 @@ do_artifact_sign(struct worker *wk, uint64_t rid, const struct kwd_msg *m,
 		    name);
 		return KW_ERR_NOT_FOUND;
 	}
-	if (d == NULL || d->len != 32 || (key = malloc(sizeof *key)) == NULL)
-		return d == NULL ? KW_ERR_INVALID : KW_ERR_NOMEM;
-	pthread_mutex_lock(&k->store_lock);
-	rv = kwd_store_key_get(k->store, name, key);
-	pthread_mutex_unlock(&k->store_lock);
-	if (rv == KW_OK && (key->kind != KWD_KIND_SIGNER || key->active == 0))
-		rv = KW_ERR_NOT_FOUND;
-	ver = rv == KW_OK ? key->active : 0;
-	free(key);
+	if (d == NULL || d->len != 32)
+		return KW_ERR_INVALID;
+	rv = signer_active(k, name, &ver);
 	if (rv != KW_OK)
 		return rv;
 	t0 = now_ns();
@@ -1772,34 +1788,24 @@ static int
 ca_load(struct worker *wk, char *reason, size_t rlen)
 {
 	struct keeper *k = wk->k;
-	struct kwd_key *key = malloc(sizeof *key);
 	EVP_PKEY *pk = NULL;
 	X509 *x = NULL;
 	char *pem = NULL;
 	BIO *bio = NULL;
-	uint32_t ver;
+	uint32_t ver = 0;
 	int rv;
 
-	if (key == NULL)
-		return KW_ERR_NOMEM;
-	pthread_mutex_lock(&k->store_lock);
-	rv = kwd_store_key_get(k->store, CA_SIGNER, key);
-	pthread_mutex_unlock(&k->store_lock);
+	rv = signer_active(k, CA_SIGNER, &ver);
 	if (rv == KW_ERR_NOT_FOUND) {
+		/* First certificate: make the CA key. (A KEK named "ca"
+		 * makes this fail with KW_ERR_EXISTS.) */
 		rv = new_version(wk, CA_SIGNER, KWD_KIND_SIGNER, true, 0,
 		    reason, rlen);
-		if (rv == KW_OK || rv == KW_ERR_EXISTS) {
-			pthread_mutex_lock(&k->store_lock);
-			rv = kwd_store_key_get(k->store, CA_SIGNER, key);
-			pthread_mutex_unlock(&k->store_lock);
-		}
+		if (rv == KW_OK || rv == KW_ERR_EXISTS)
+			rv = signer_active(k, CA_SIGNER, &ver);
 	}
-	if (rv == KW_OK && (key->kind != KWD_KIND_SIGNER || key->active == 0))
-		rv = KW_ERR_UNAVAILABLE;
-	ver = rv == KW_OK ? key->active : 0;
-	free(key);
 	if (rv != KW_OK)
-		return rv;
+		return rv == KW_ERR_NOT_FOUND ? KW_ERR_UNAVAILABLE : rv;
 	if (k->ca_version == ver && k->ca_cert != NULL)
 		return KW_OK;
 	rv = kwd_p11_evp_private(k->p11, CA_SIGNER, ver, &pk);
