@@ -184,8 +184,8 @@ open_reader(int fd, const uint8_t *dek, struct kwf_header **ret_h,
 static int
 check_all(int fd, const uint8_t *dek)
 {
-	struct kwf_header *h;
-	struct kwf_reader *r;
+	struct kwf_header *h = NULL;
+	struct kwf_reader *r = NULL;
 	uint8_t *buf;
 	size_t n = 0;
 	int rv;
@@ -290,8 +290,8 @@ test_kwfile_roundtrip_sizes(void **state)
 			size_t len = sizes[i], n = 99, outlen;
 			uint8_t *plain = plain_new(len, i + 1), *buf, *out;
 			int fd = encrypt_fd(plain, len, dek, threads);
-			struct kwf_header *h;
-			struct kwf_reader *r;
+			struct kwf_header *h = NULL;
+			struct kwf_reader *r = NULL;
 
 			assert_int_equal(open_reader(fd, dek, &h, &r), KW_OK);
 			assert_int_equal(kwf_header_plaintext_len(h), len);
@@ -334,8 +334,8 @@ static void
 test_kwfile_chunk_count_rule(void **state)
 {
 	uint8_t dek[KWF_DEK_LEN], *plain = plain_new(2 * C, 7), tag[TAG];
-	struct kwf_header *h;
-	struct kwf_reader *r;
+	struct kwf_header *h = NULL;
+	struct kwf_reader *r = NULL;
 	int fd;
 
 	(void)state;
@@ -365,8 +365,8 @@ static void
 test_kwfile_empty_file_tag_checked(void **state)
 {
 	uint8_t dek[KWF_DEK_LEN], *out, b;
-	struct kwf_header *h;
-	struct kwf_reader *r;
+	struct kwf_header *h = NULL;
+	struct kwf_reader *r = NULL;
 	size_t outlen;
 	int fd;
 
@@ -395,7 +395,7 @@ test_kwfile_header_fields_and_canonical_context(void **state)
 {
 	uint8_t dek[KWF_DEK_LEN], *plain = plain_new(100, 3), *raw;
 	const struct kw_context_pair *ctx;
-	struct kwf_header *h, *h2;
+	struct kwf_header *h = NULL, *h2 = NULL;
 	size_t rawlen, need;
 	int fd;
 
@@ -543,7 +543,7 @@ static void
 test_kwfile_not_a_keyward_file(void **state)
 {
 	uint8_t dek[KWF_DEK_LEN], *plain = plain_new(10, 5), *raw, b;
-	struct kwf_header *h;
+	struct kwf_header *h = NULL;
 	size_t len, need;
 	int fd;
 
@@ -587,8 +587,8 @@ test_kwfile_every_header_byte_edited(void **state)
 {
 	static const uint8_t flips[] = {0x01, 0x80, 0xff};
 	uint8_t dek[KWF_DEK_LEN], *plain = plain_new(3 * C + 5, 11), orig;
-	struct kwf_header *h;
-	struct kwf_reader *r;
+	struct kwf_header *h = NULL;
+	struct kwf_reader *r = NULL;
 	size_t hlen, auth = 0;
 	int fd;
 
@@ -632,7 +632,7 @@ static void
 test_kwfile_header_truncated(void **state)
 {
 	uint8_t dek[KWF_DEK_LEN], *plain = plain_new(C, 2);
-	struct kwf_header *h;
+	struct kwf_header *h = NULL;
 	size_t hlen;
 	int fd;
 
@@ -658,7 +658,7 @@ test_kwfile_parse_limits(void **state)
 	uint8_t dek[KWF_DEK_LEN], salt[KWF_SALT_LEN], buf[KWF_HEADER_MAX + 8];
 	uint8_t bad[KWF_HEADER_MAX + 8];
 	struct kwf_meta m = meta(C);
-	struct kwf_header *h;
+	struct kwf_header *h = NULL;
 	size_t len, p;
 
 	(void)state;
@@ -718,8 +718,8 @@ test_kwfile_chunk_swap(void **state)
 {
 	uint8_t dek[KWF_DEK_LEN], *plain = plain_new(4 * C, 13);
 	uint8_t a[C + TAG], b[C + TAG], buf[C], *out, *big;
-	struct kwf_header *h;
-	struct kwf_reader *r;
+	struct kwf_header *h = NULL;
+	struct kwf_reader *r = NULL;
 	size_t n, outlen;
 	int fd;
 
@@ -773,7 +773,7 @@ static void
 test_kwfile_chunk_dropped(void **state)
 {
 	uint8_t dek[KWF_DEK_LEN], *plain = plain_new(4 * C + 100, 17), *raw;
-	struct kwf_header *h;
+	struct kwf_header *h = NULL;
 	size_t len;
 	int fd, fd2;
 
@@ -802,8 +802,8 @@ test_kwfile_chunk_duplicated(void **state)
 {
 	uint8_t dek[KWF_DEK_LEN], *plain = plain_new(4 * C, 19), *raw;
 	uint8_t buf[C];
-	struct kwf_header *h;
-	struct kwf_reader *r;
+	struct kwf_header *h = NULL;
+	struct kwf_reader *r = NULL;
 	size_t len, n;
 	int fd, fd2;
 
@@ -838,7 +838,7 @@ static void
 test_kwfile_truncated_everywhere(void **state)
 {
 	uint8_t dek[KWF_DEK_LEN], *plain = plain_new(5 * C + 7, 23);
-	struct kwf_header *h;
+	struct kwf_header *h = NULL;
 	uint64_t flen;
 	int fd;
 
@@ -852,7 +852,7 @@ test_kwfile_truncated_everywhere(void **state)
 		const uint64_t cuts[] = {b - 1, b, b + 1, b + C / 2};
 
 		for (size_t k = 0; k < 4; k++) {
-			struct kwf_reader *r;
+			struct kwf_reader *r = NULL;
 
 			if (cuts[k] >= flen)
 				continue;
@@ -874,8 +874,8 @@ static void
 test_kwfile_truncated_while_open(void **state)
 {
 	uint8_t dek[KWF_DEK_LEN], *plain = plain_new(3 * C, 29), buf[C];
-	struct kwf_header *h;
-	struct kwf_reader *r;
+	struct kwf_header *h = NULL;
+	struct kwf_reader *r = NULL;
 	size_t n;
 	int fd;
 
@@ -897,7 +897,7 @@ test_kwfile_extended(void **state)
 {
 	uint8_t dek[KWF_DEK_LEN], *plain = plain_new(2 * C + 3, 31);
 	uint8_t chunk[C + TAG];
-	struct kwf_header *h;
+	struct kwf_header *h = NULL;
 	uint64_t flen;
 	int fd;
 
@@ -929,7 +929,7 @@ test_kwfile_chunk_from_other_file_same_dek(void **state)
 	uint8_t dek[KWF_DEK_LEN], *pa = plain_new(3 * C, 37);
 	uint8_t *pb = plain_new(3 * C, 41), chunk[C + TAG], buf[C];
 	struct kwf_header *ha, *hb;
-	struct kwf_reader *r;
+	struct kwf_reader *r = NULL;
 	size_t n;
 	int fa, fb;
 
@@ -992,8 +992,8 @@ test_kwfile_last_flag_bound(void **state)
 	uint8_t dek[KWF_DEK_LEN], salt[KWF_SALT_LEN], hdr[KWF_HEADER_MAX];
 	uint8_t *plain = plain_new(2 * C, 47), ct[C + TAG], buf[C];
 	struct kwf_meta m = meta(C);
-	struct kwf_header *h;
-	struct kwf_reader *r;
+	struct kwf_header *h = NULL;
+	struct kwf_reader *r = NULL;
 	size_t hlen, n;
 	int fd = tmp_fd();
 
@@ -1034,8 +1034,8 @@ test_kwfile_random_ranges(void **state)
 {
 	const size_t len = 37 * C + 1234;
 	uint8_t dek[KWF_DEK_LEN], *plain = plain_new(len, 53), *buf;
-	struct kwf_header *h;
-	struct kwf_reader *r;
+	struct kwf_header *h = NULL;
+	struct kwf_reader *r = NULL;
 	uint64_t seed = 0x6b657977617264ull;
 	int fd;
 
@@ -1098,8 +1098,8 @@ test_kwfile_pread_counts_touched_chunks(void **state)
 	};
 	const size_t len = 10 * C + 50;
 	uint8_t dek[KWF_DEK_LEN], *plain = plain_new(len, 59), *buf;
-	struct kwf_header *h;
-	struct kwf_reader *r;
+	struct kwf_header *h = NULL;
+	struct kwf_reader *r = NULL;
 	int fd;
 
 	(void)state;
@@ -1166,8 +1166,8 @@ test_kwfile_concurrent_preads(void **state)
 	uint8_t dek[KWF_DEK_LEN], *plain = plain_new(len, 61);
 	struct preader p[4];
 	pthread_t t[4];
-	struct kwf_header *h;
-	struct kwf_reader *r;
+	struct kwf_header *h = NULL;
+	struct kwf_reader *r = NULL;
 	uint64_t total = 0;
 	int fd;
 
@@ -1206,8 +1206,8 @@ test_kwfile_beyond_4gib_sparse(void **state)
 	uint8_t dek[KWF_DEK_LEN], salt[KWF_SALT_LEN], hdr[KWF_HEADER_MAX];
 	uint8_t *plain = plain_new(3 * C, 67), ct[C + TAG], buf[2 * C], *out;
 	struct kwf_meta m = meta(C);
-	struct kwf_header *h;
-	struct kwf_reader *r;
+	struct kwf_header *h = NULL;
+	struct kwf_reader *r = NULL;
 	size_t hlen, n, outlen;
 	int fd = tmp_fd();
 
@@ -1309,8 +1309,8 @@ test_kwfile_decrypt_fd_pipe_and_ranges(void **state)
 	};
 	const size_t len = 50 * C + 7;
 	uint8_t dek[KWF_DEK_LEN], *plain = plain_new(len, 71), *out;
-	struct kwf_header *h;
-	struct kwf_reader *r;
+	struct kwf_header *h = NULL;
+	struct kwf_reader *r = NULL;
 	size_t outlen;
 	int fd;
 
@@ -1354,8 +1354,8 @@ test_kwfile_threads_identical(void **state)
 	uint8_t ct[C + TAG], *o1, *o4;
 	struct kwf_meta m = meta(C);
 	struct progress pe = {0}, pd = {0};
-	struct kwf_header *h;
-	struct kwf_reader *r;
+	struct kwf_header *h = NULL;
+	struct kwf_reader *r = NULL;
 	size_t rawlen, l1, l4;
 	int in, fd, o;
 
@@ -1413,8 +1413,8 @@ test_kwfile_not_regular_and_write_errors(void **state)
 {
 	uint8_t dek[KWF_DEK_LEN], *plain = plain_new(8 * C, 79);
 	struct kwf_meta m = meta(C);
-	struct kwf_header *h;
-	struct kwf_reader *r;
+	struct kwf_header *h = NULL;
+	struct kwf_reader *r = NULL;
 	int p[2], fd, out;
 
 	(void)state;
