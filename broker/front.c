@@ -1464,15 +1464,7 @@ bearer_ok(const char *v)
 		return false;
 	v += 7;
 	len = strlen(v);
-	if (len == 0 || len > KWD_TOKEN_MAX)
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if (!((v[i] >= 'A' && v[i] <= 'Z') ||
-		        (v[i] >= 'a' && v[i] <= 'z') ||
-		        (v[i] >= '0' && v[i] <= '9') || v[i] == '-' ||
-		        v[i] == '_' || v[i] == '.'))
-			return false;
-	return true;
+	return len > 0 && len <= KWD_TOKEN_MAX && kwd_token_chars_valid(v, len);
 }
 
 /* ---- HTTP hygiene ---- */

@@ -25,6 +25,7 @@
 #include "name.h"
 #include "store.h"
 #include "text.h"
+#include "token.h"
 
 /*
  * Hard caps of the parser itself; the front applies the (smaller)
@@ -496,22 +497,12 @@ parse_revoke(json_t *root, struct kwd_req *req, char *err, size_t errlen)
 		    "expected one of jti (a token) and sub (every token of a "
 		    "subject)");
 	if (j != NULL) {
-		const char *v = json_string_value(j);
-
 		len = json_is_string(j) ? json_string_length(j) : 0;
-		if (len < 16 || len > 64)
+		if (!kwd_token_id_valid(json_string_value(j), len))
 			return fail(err, errlen,
 			    "jti: expected a token id (16 to 64 of A-Z a-z 0-9 "
 			    "- _)");
-		for (size_t i = 0; i < len; i++)
-			if (!((v[i] >= 'A' && v[i] <= 'Z') ||
-			        (v[i] >= 'a' && v[i] <= 'z') ||
-			        (v[i] >= '0' && v[i] <= '9') || v[i] == '-' ||
-			        v[i] == '_'))
-				return fail(err, errlen,
-				    "jti: expected a token id (16 to 64 of A-Z "
-				    "a-z 0-9 - _)");
-		memcpy(req->jti, v, len + 1);
+		memcpy(req->jti, json_string_value(j), len + 1);
 		return KW_OK;
 	}
 	len = json_is_string(s) ? json_string_length(s) : 0;
@@ -607,15 +598,8 @@ parse_introspect(json_t *root, struct kwd_req *req, char *err, size_t errlen)
 		return fail(err, errlen,
 		    "token: expected a token of 1 to %d characters",
 		    KWD_REQ_TOKEN_MAX);
-	for (size_t i = 0; i < len; i++) {
-		char ch = json_string_value(t)[i];
-
-		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-		        (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' ||
-		        ch == '.'))
-			return fail(err, errlen,
-			    "token: expected base64url and dots");
-	}
+	if (!kwd_token_chars_valid(json_string_value(t), len))
+		return fail(err, errlen, "token: expected base64url and dots");
 	memcpy(req->token, json_string_value(t), len + 1);
 	/* jansson's copy, in its heap: wiped before it is freed. */
 	sodium_memzero((char *)json_string_value(t), len);

@@ -165,6 +165,22 @@ b64chars_n(const char *s, size_t len, size_t min, size_t max)
 	return true;
 }
 
+bool
+kwd_token_id_valid(const char *s, size_t len)
+{
+	return s != NULL &&
+	    b64chars_n(s, len, KWD_TOKEN_JTI_MIN, KWD_TOKEN_JTI_MAX);
+}
+
+bool
+kwd_token_chars_valid(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (s[i] != '.' && b64val((unsigned char)s[i]) < 0)
+			return false;
+	return true;
+}
+
 static bool
 kid_valid(const char *s)
 {

@@ -208,6 +208,12 @@ KW_WUR int kwd_token_cert_thumbprint(const unsigned char *der, size_t len,
  */
 bool kwd_token_scope_valid(const char *s);
 
+/* kwd_token_id_valid: s[0..len) is a jti: 16 to 64 of [A-Za-z0-9_-]. */
+bool kwd_token_id_valid(const char *s, size_t len);
+/* kwd_token_chars_valid: s[0..len) holds only base64url and '.', the
+ * alphabet of a compact JWS (its length is the caller's check). */
+bool kwd_token_chars_valid(const char *s, size_t len);
+
 /*
  * kwd_token_scopes_subset: true if requested is a valid scope string
  * (kwd_token_scope_valid) and each of its scopes matches at least one of

@@ -1593,11 +1593,38 @@ test_token_bad_options_invalid(void **state)
 	kwd_token_free(tok);
 }
 
+/* The alphabet checks the front and the request validator share. */
+static void
+test_token_id_and_chars(void **state)
+{
+	(void)state;
+	assert_true(kwd_token_id_valid("kBBNE8D14FZE7GONI8iUyg", 22));
+	assert_true(kwd_token_id_valid("aaaaaaaaaaaaaaaa", 16));
+	assert_false(kwd_token_id_valid("aaaaaaaaaaaaaaa", 15));
+	assert_true(kwd_token_id_valid(
+	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+	    64));
+	assert_false(kwd_token_id_valid(
+	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+	    65));
+	assert_false(kwd_token_id_valid("aaaaaaaaaaaaaaa.", 16));
+	assert_false(kwd_token_id_valid("aaaaaaaaaaaaaaa=", 16));
+	assert_false(kwd_token_id_valid(NULL, 16));
+	assert_true(kwd_token_chars_valid("eyJh.bc-_.Z09", 13));
+	assert_true(kwd_token_chars_valid("", 0));
+	assert_false(kwd_token_chars_valid("a b", 3));
+	assert_false(kwd_token_chars_valid("a+b", 3));
+	assert_false(kwd_token_chars_valid("a/b", 3));
+	assert_false(kwd_token_chars_valid("ab=", 3));
+	assert_false(kwd_token_chars_valid("a\0b", 3));
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_token_roundtrip),
+	    cmocka_unit_test(test_token_id_and_chars),
 	    cmocka_unit_test(test_token_bound_to_certificate),
 	    cmocka_unit_test(test_token_alg_other_than_es256_refused),
 	    cmocka_unit_test(test_token_kid_refused),
