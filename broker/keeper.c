@@ -925,6 +925,31 @@ tokkeys_forget(struct keeper *k)
 }
 
 /*
+ * signer_public: the public key of version `version` of signer name, its
+ * kid (RFC 7638) and, when ret_jwk is not NULL, its JWK. *ret_pub (when
+ * not NULL) is the caller's on success; nothing is on failure.
+ */
+static int
+signer_public(struct kwd_p11_worker *w, const char *name, uint32_t version,
+    EVP_PKEY **ret_pub, char kid[KWD_TOKEN_THUMB_LEN + 1], json_t **ret_jwk)
+{
+	EVP_PKEY *pub = NULL;
+	int rv;
+
+	rv = kwd_p11_ec_public(w, name, version, &pub);
+	if (rv == KW_OK)
+		rv = kwd_token_kid(pub, kid);
+	if (rv == KW_OK && ret_jwk != NULL)
+		rv = kwd_token_jwk(pub, kid, ret_jwk);
+	if (rv == KW_OK && ret_pub != NULL) {
+		*ret_pub = pub;
+		pub = NULL;
+	}
+	EVP_PKEY_free(pub);
+	return rv;
+}
+
+/*
  * tokkeys_load: the token signer's published versions (the active one and
  * retired ones younger than TOKEN_TTL_CAP, newest first), each with its
  * kid and public key, and the JWKS made of them. tok_lock held.
@@ -967,14 +992,12 @@ tokkeys_load(struct keeper *k, struct kwd_p11_worker *w)
 		        v->retired + TOKEN_TTL_CAP + KWD_TOKEN_LEEWAY_MAX >
 		            now))
 			continue;
-		rv = kwd_p11_ec_public(w, TOKEN_SIGNER, v->version, &t->pub);
+		rv = signer_public(w, TOKEN_SIGNER, v->version, &t->pub, t->kid,
+		    &jwk);
 		if (rv != KW_OK)
 			goto out;
 		t->version = v->version;
 		k->tok_n++;
-		if ((rv = kwd_token_kid(t->pub, t->kid)) != KW_OK ||
-		    (rv = kwd_token_jwk(t->pub, t->kid, &jwk)) != KW_OK)
-			goto out;
 		if (json_array_append_new(keys, jwk) != 0) {
 			rv = KW_ERR_NOMEM;
 			goto out;
@@ -1651,18 +1674,12 @@ signer_doc(struct worker *wk, const char *name, char **ret_text)
 	for (size_t i = 0; i < key->nversions; i++) {
 		const struct kwd_key_version *v = &key->versions[i];
 		char kid[KWD_TOKEN_THUMB_LEN + 1];
-		EVP_PKEY *pub = NULL;
 		json_t *jwk = NULL;
 
 		if (v->state != KWD_KEY_ACTIVE &&
 		    v->state != KWD_KEY_DECRYPT_ONLY)
 			continue;
-		rv = kwd_p11_ec_public(wk->w, name, v->version, &pub);
-		if (rv == KW_OK)
-			rv = kwd_token_kid(pub, kid);
-		if (rv == KW_OK)
-			rv = kwd_token_jwk(pub, kid, &jwk);
-		EVP_PKEY_free(pub);
+		rv = signer_public(wk->w, name, v->version, NULL, kid, &jwk);
 		if (rv != KW_OK)
 			goto out;
 		json_object_set_new(jwk, "version", json_integer(v->version));
@@ -1728,7 +1745,6 @@ do_artifact_sign(struct worker *wk, uint64_t rid, const struct kwd_msg *m,
 	const struct kwd_field *d = kwd_msg_get(m, KWD_TAG_DIGEST, 0);
 	unsigned char sig[64];
 	char kid[KWD_TOKEN_THUMB_LEN + 1], b64[90], hex[65];
-	EVP_PKEY *pub = NULL;
 	json_t *doc = NULL;
 	char *text;
 	uint64_t t0;
@@ -1749,10 +1765,7 @@ do_artifact_sign(struct worker *wk, uint64_t rid, const struct kwd_msg *m,
 	rv = kwd_p11_ecdsa_sign(wk->w, name, ver, d->p, sig);
 	hsm_observe(k, t0, rv);
 	if (rv == KW_OK)
-		rv = kwd_p11_ec_public(wk->w, name, ver, &pub);
-	if (rv == KW_OK)
-		rv = kwd_token_kid(pub, kid);
-	EVP_PKEY_free(pub);
+		rv = signer_public(wk->w, name, ver, NULL, kid, NULL);
 	if (rv == KW_OK)
 		rv = kwd_token_b64url_encode(sig, sizeof sig, b64, sizeof b64);
 	if (rv != KW_OK) {
