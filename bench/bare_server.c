@@ -16,12 +16,23 @@
  *                                of the size of keywardd's
  *   POST /v1/keys/bench/decrypt  kwd_p11_gcm_open of the "wrapped" field
  *                                under the same AAD
+ *   POST /v1/tokens              a JWT as keywardd issues one
+ *                                (docs/TOKENS.md): header and claims
+ *                                JSON (iss, sub, aud, iat, nbf, exp, a
+ *                                jti of 16 random bytes, scope),
+ *                                base64url, SHA-256, one ECDSA P-256
+ *                                sign in the HSM with signer bench/1
+ *                                (kwd_p11_ecdsa_sign)
  *   GET  /v1/health              nothing: TLS and HTTP alone
  *
  * and answers a JSON body of about keywardd's size. What it leaves out is
  * what keywardd is judged on: no JSON schema, no identity rules, no
  * policy, no audit record, no front-to-keeper hop. The wrapped key is just
  * nonce || ciphertext || tag; the context is not read (the AAD is fixed).
+ * A token's audience, scopes and ttl are picked out of the body by a
+ * search for each field, not a JSON parser; its subject is the client
+ * certificate's first URI SAN (else DNS SAN, else CN), read once per
+ * connection.
  *
  * One PKCS#11 worker (session) per libmicrohttpd thread, created on the
  * thread's first request, as keywardd has one keeper worker per front
@@ -29,8 +40,9 @@
  *
  * It reads a keywardd configuration (-c) for the TLS files and the token
  * (its pkcs11.env is exported first), listens on 127.0.0.1:PORT (-p; 0
- * picks a free port, printed on stdout), creates KEK bench/1 in the token
- * if it is missing, and serves until SIGTERM or SIGINT.
+ * picks a free port, printed on stdout), creates KEK bench/1 and signer
+ * bench/1 in the token if they are missing, and serves until SIGTERM or
+ * SIGINT.
  *
  * SPDX-License-Identifier: Apache-2.0
  */
@@ -39,8 +51,11 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sodium.h>
@@ -52,6 +67,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -65,6 +81,20 @@
 #define DEK_LEN 32
 #define WRAPPED_LEN (KWD_P11_NONCE_LEN + DEK_LEN + KWD_P11_TAG_LEN)
 #define BODY_MAX 2048 /* a decrypt body is about 150 bytes */
+/*
+ * Tokens: keywardd's defaults (issuer "keyward", the dev grant's max_ttl
+ * when the request has no ttl) and limits (docs/TOKENS.md: strings of at
+ * most 255 bytes, a 43-character kid).
+ */
+#define TOKEN_ISSUER "keyward"
+#define TOKEN_TTL 3600
+#define TOKEN_TTL_MAX (7 * 24 * 3600)
+#define TOKEN_STR_MAX 255
+#define KID_LEN 43
+#define JTI_BYTES 16
+/* The claims of the largest body: aud, sub and scopes at most BODY_MAX. */
+#define CLAIMS_MAX (BODY_MAX + 2 * TOKEN_STR_MAX + 256)
+#define JWS_MAX (CLAIMS_MAX * 4 / 3 + 256)
 #define TLS_FILE_MAX (1024 * 1024)
 #define MAX_THREADS 64
 /*
@@ -104,13 +134,14 @@ static const unsigned char aad[] = "KWD\x01"
                                    "imagenet-1k";
 #define AAD_LEN (sizeof aad - 1)
 
-enum route { R_NONE, R_DATAKEY, R_DECRYPT, R_HEALTH, R_COUNT };
+enum route { R_NONE, R_DATAKEY, R_DECRYPT, R_TOKEN, R_HEALTH, R_COUNT };
 
 /* Per connection: libmicrohttpd serves one request at a time on it, so
  * the request's body buffer lives here and costs no allocation per
  * request. */
 struct conn {
 	int verified; /* 0: not yet, 1: the client certificate is good */
+	char sub[TOKEN_STR_MAX + 1]; /* its identity, a token's subject */
 	enum route route;
 	size_t blen;
 	bool too_large;
@@ -119,6 +150,7 @@ struct conn {
 
 struct server {
 	struct kwd_p11 *p11;
+	char kid[KID_LEN + 1]; /* RFC 7638 thumbprint of signer bench/1 */
 	pthread_mutex_t mu;
 	struct kwd_p11_worker *workers[MAX_THREADS];
 	size_t nworkers;
@@ -202,6 +234,17 @@ b64(const unsigned char *bin, size_t len, char *out, size_t cap)
 	sodium_bin2base64(out, cap, bin, len, sodium_base64_VARIANT_ORIGINAL);
 }
 
+/* base64url without padding (RFC 7515 section 2); the length written. */
+static size_t
+b64url(const void *bin, size_t len, char *out, size_t cap)
+{
+	sodium_bin2base64(out, cap, bin, len,
+	    sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	return sodium_base64_ENCODED_LEN(len,
+	           sodium_base64_VARIANT_URLSAFE_NO_PADDING) -
+	    1;
+}
+
 static enum MHD_Result
 do_datakey(struct server *s, struct MHD_Connection *c)
 {
@@ -241,23 +284,62 @@ do_datakey(struct server *s, struct MHD_Connection *c)
 	return ret;
 }
 
-/* The "wrapped" string of the body, base64-decoded: a search for the one
- * field, not a JSON parser (that work is keywardd's). */
+/*
+ * Where the value of member name ("\"wrapped\"", quotes included) starts
+ * in the body, NULL if it is not there: a search for the one field, not a
+ * JSON parser (that work is keywardd's).
+ */
+static const char *
+find_field(const struct conn *cn, const char *name)
+{
+	const char *p, *end = cn->body + cn->blen;
+	size_t n = strlen(name);
+
+	p = memmem(cn->body, cn->blen, name, n);
+	if (p == NULL)
+		return NULL;
+	p += n;
+	while (p < end && (*p == ' ' || *p == ':'))
+		p++;
+	return p < end ? p : NULL;
+}
+
+/*
+ * The string at p (its opening quote): its bytes up to the closing quote,
+ * which must be printable ASCII without a backslash, so that they go into
+ * the claims as they are. *ret_next: past the closing quote.
+ */
+static bool
+take_string(const struct conn *cn, const char *p, char *out, size_t cap,
+    const char **ret_next)
+{
+	const char *end = cn->body + cn->blen;
+	size_t n = 0;
+
+	if (p == NULL || p == end || *p++ != '"')
+		return false;
+	for (; p < end && *p != '"'; p++) {
+		if (*p < 0x20 || *p > 0x7e || *p == '\\' || n + 1 >= cap)
+			return false;
+		out[n++] = *p;
+	}
+	if (p == end || n == 0)
+		return false;
+	out[n] = '\0';
+	*ret_next = p + 1;
+	return true;
+}
+
+/* The "wrapped" string of the body, base64-decoded. */
 static bool
 find_wrapped(const struct conn *cn, unsigned char *out, size_t cap,
     size_t *ret_len)
 {
-	const char *p, *end = cn->body + cn->blen, *q;
+	const char *p = find_field(cn, "\"wrapped\""), *q;
 
-	p = memmem(cn->body, cn->blen, "\"wrapped\"", 9);
-	if (p == NULL)
+	if (p == NULL || *p++ != '"')
 		return false;
-	p += 9;
-	while (p < end && (*p == ' ' || *p == ':'))
-		p++;
-	if (p == end || *p++ != '"')
-		return false;
-	q = memchr(p, '"', (size_t)(end - p));
+	q = memchr(p, '"', (size_t)(cn->body + cn->blen - p));
 	if (q == NULL)
 		return false;
 	return sodium_base642bin(out, cap, p, (size_t)(q - p), NULL, ret_len,
@@ -311,6 +393,177 @@ do_decrypt(struct server *s, struct MHD_Connection *c, struct conn *cn)
 }
 
 /*
+ * A token request's fields: "audience" (a string), "scope" (an array of
+ * strings, joined with spaces as the claim has them) and "ttl" (an
+ * optional integer, 1 to 7 days).
+ */
+static bool
+token_fields(const struct conn *cn, char *aud, size_t audcap, char *scope,
+    size_t scopecap, long *ret_ttl)
+{
+	const char *end = cn->body + cn->blen, *p;
+	size_t off = 0;
+	long ttl = TOKEN_TTL;
+
+	if (!take_string(cn, find_field(cn, "\"audience\""), aud, audcap, &p))
+		return false;
+	p = find_field(cn, "\"scope\"");
+	if (p == NULL || *p++ != '[')
+		return false;
+	for (;;) {
+		while (p < end && *p == ' ')
+			p++;
+		if (off > 0 && p < end && *p == ',')
+			p++;
+		while (p < end && *p == ' ')
+			p++;
+		if (p < end && *p == ']' && off > 0)
+			break;
+		if (off > 0)
+			scope[off++] = ' ';
+		if (off >= scopecap ||
+		    !take_string(cn, p, scope + off, scopecap - off, &p))
+			return false;
+		off += strlen(scope + off);
+	}
+	p = find_field(cn, "\"ttl\"");
+	if (p != NULL) {
+		ttl = 0;
+		for (; p < end && *p >= '0' && *p <= '9'; p++)
+			if ((ttl = ttl * 10 + (*p - '0')) > TOKEN_TTL_MAX)
+				return false;
+		if (ttl == 0)
+			return false;
+	}
+	*ret_ttl = ttl;
+	return true;
+}
+
+/*
+ * POST /v1/tokens: what keywardd does per token (broker/token.c,
+ * kwd_token_build) once the policy has allowed it: the header and the
+ * claims as compact JSON with sorted keys, both base64url, the SHA-256 of
+ * the signing input, one ECDSA sign in the HSM, the signature's
+ * base64url. The answer has keywardd's members.
+ */
+static enum MHD_Result
+do_token(struct server *s, struct MHD_Connection *c, struct conn *cn)
+{
+	struct kwd_p11_worker *w;
+	char aud[TOKEN_STR_MAX + 1], scope[BODY_MAX];
+	char header[96], claims[CLAIMS_MAX], jws[JWS_MAX], json[JWS_MAX + 96];
+	char jti[sodium_base64_ENCODED_LEN(JTI_BYTES,
+	    sodium_base64_VARIANT_URLSAFE_NO_PADDING)];
+	unsigned char rnd[JTI_BYTES], digest[32], sig[64];
+	long long now = (long long)time(NULL);
+	size_t off, hlen, clen;
+	long ttl;
+	enum MHD_Result ret;
+	int n;
+
+	if (!token_fields(cn, aud, sizeof aud, scope, sizeof scope, &ttl)) {
+		atomic_fetch_add(&s->failed, 1);
+		return reply_error(c, MHD_HTTP_BAD_REQUEST, "invalid_request",
+		    "\"audience\", \"scope\" or \"ttl\" is missing or "
+		    "malformed");
+	}
+	/* 128 random bits, as keywardd draws them (docs/TOKENS.md). */
+	kw_random_buf(rnd, sizeof rnd);
+	b64url(rnd, sizeof rnd, jti, sizeof jti);
+	hlen = (size_t)snprintf(header, sizeof header,
+	    "{\"alg\":\"ES256\",\"kid\":\"%s\",\"typ\":\"JWT\"}", s->kid);
+	n = snprintf(claims, sizeof claims,
+	    "{\"aud\":\"%s\",\"exp\":%lld,\"iat\":%lld,\"iss\":\"" TOKEN_ISSUER
+	    "\",\"jti\":\"%s\",\"nbf\":%lld,\"scope\":\"%s\",\"sub\":\"%s\"}",
+	    aud, now + ttl, now, jti, now, scope, cn->sub);
+	if (n < 0 || (size_t)n >= sizeof claims) {
+		atomic_fetch_add(&s->failed, 1);
+		return reply_error(c, MHD_HTTP_BAD_REQUEST, "invalid_request",
+		    "the claims are too large");
+	}
+	clen = (size_t)n;
+	off = b64url(header, hlen, jws, sizeof jws);
+	jws[off++] = '.';
+	off += b64url(claims, clen, jws + off, sizeof jws - off);
+	/* RFC 7515 section 5.1: the signing input is the ASCII text. */
+	crypto_hash_sha256(digest, (const unsigned char *)jws, off);
+	w = thread_worker(s);
+	if (w == NULL ||
+	    kwd_p11_ecdsa_sign(w, KEY_NAME, KEY_VERSION, digest, sig) !=
+	        KW_OK) {
+		atomic_fetch_add(&s->failed, 1);
+		return reply_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+		    "hsm_unavailable", "the HSM operation failed");
+	}
+	jws[off++] = '.';
+	b64url(sig, sizeof sig, jws + off, sizeof jws - off);
+	n = snprintf(json, sizeof json,
+	    "{\"token\":\"%s\",\"token_type\":\"Bearer\",\"expires_at\":%lld}",
+	    jws, now + ttl);
+	ret = reply(c, MHD_HTTP_OK, json, (size_t)n);
+	/* A token is a credential: libmicrohttpd has its own copy. */
+	kw_memzero(jws, sizeof jws);
+	kw_memzero(json, sizeof json);
+	atomic_fetch_add(&s->served[R_TOKEN], 1);
+	return ret;
+}
+
+/*
+ * The identity keywardd would give the connection (DESIGN.md: URI SAN,
+ * else DNS SAN, else subject CN), as a token's subject; printable ASCII
+ * without quotes or backslashes, so that it goes into the claims as it
+ * is. "" if there is none: a token request then fails.
+ */
+static void
+peer_identity(gnutls_session_t ts, char *out, size_t cap)
+{
+	const gnutls_datum_t *certs;
+	gnutls_x509_crt_t crt = NULL;
+	unsigned int n = 0;
+	char dns[TOKEN_STR_MAX + 1] = "";
+	size_t size;
+	int type;
+
+	out[0] = '\0';
+	certs = gnutls_certificate_get_peers(ts, &n);
+	if (certs == NULL || n == 0 || gnutls_x509_crt_init(&crt) < 0)
+		return;
+	if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) < 0)
+		goto out;
+	for (unsigned int i = 0;; i++) {
+		char san[TOKEN_STR_MAX + 1];
+
+		size = sizeof san - 1;
+		type = gnutls_x509_crt_get_subject_alt_name(crt, i, san, &size,
+		    NULL);
+		if (type == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE)
+			break;
+		if (type < 0)
+			continue;
+		san[size] = '\0';
+		if (type == GNUTLS_SAN_URI) {
+			snprintf(out, cap, "%s", san);
+			break;
+		}
+		if (type == GNUTLS_SAN_DNSNAME && dns[0] == '\0')
+			snprintf(dns, sizeof dns, "%s", san);
+	}
+	if (out[0] == '\0' && dns[0] != '\0')
+		snprintf(out, cap, "%s", dns);
+	size = cap;
+	if (out[0] == '\0' &&
+	    gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0,
+	        0, out, &size) < 0)
+		out[0] = '\0';
+	for (size_t i = 0; out[i] != '\0'; i++)
+		if (out[i] < 0x20 || out[i] > 0x7e || out[i] == '"' ||
+		    out[i] == '\\')
+			out[0] = '\0';
+out:
+	gnutls_x509_crt_deinit(crt);
+}
+
+/*
  * With MHD_OPTION_HTTPS_MEM_TRUST, libmicrohttpd asks for a client
  * certificate but lets a connection without one, or with one from another
  * CA, reach the handler (THREATS.md): check it here, once per connection,
@@ -330,6 +583,7 @@ client_verified(struct MHD_Connection *c, struct conn *cn)
 	    gnutls_certificate_verify_peers2(ci->tls_session, &status) != 0 ||
 	    status != 0)
 		return false;
+	peer_identity(ci->tls_session, cn->sub, sizeof cn->sub);
 	cn->verified = 1;
 	return true;
 }
@@ -342,6 +596,8 @@ route_of(const char *method, const char *url)
 			return R_DATAKEY;
 		if (strcmp(url, "/v1/keys/" KEY_NAME "/decrypt") == 0)
 			return R_DECRYPT;
+		if (strcmp(url, "/v1/tokens") == 0)
+			return R_TOKEN;
 	} else if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 &&
 	    strcmp(url, "/v1/health") == 0) {
 		return R_HEALTH;
@@ -395,14 +651,16 @@ handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
 		return do_datakey(s, c);
 	case R_DECRYPT:
 		return do_decrypt(s, c, cn);
+	case R_TOKEN:
+		return do_token(s, c, cn);
 	case R_HEALTH:
 		atomic_fetch_add(&s->served[R_HEALTH], 1);
 		return reply(c, MHD_HTTP_OK, "{\"status\":\"ok\"}", 15);
 	default:
 		return reply_error(c, MHD_HTTP_NOT_FOUND, "not_found",
 		    "no such endpoint here (bare_server knows "
-		    "/v1/keys/" KEY_NAME "/datakey, /decrypt and "
-		    "/v1/health)");
+		    "/v1/keys/" KEY_NAME "/datakey, /decrypt, "
+		    "/v1/tokens and /v1/health)");
 	}
 }
 
@@ -528,6 +786,92 @@ out:
 	return rv;
 }
 
+/*
+ * kid: the RFC 7638 thumbprint of a P-256 public key, as keywardd names
+ * its token signer's versions (kwd_token_kid): base64url of the SHA-256
+ * of {"crv":"P-256","kty":"EC","x":..,"y":..}.
+ */
+static int
+thumbprint(EVP_PKEY *pub, char kid[KID_LEN + 1])
+{
+	unsigned char pt[65], digest[32];
+	char x[44], y[44], jwk[128];
+	size_t len = 0;
+	int n;
+
+	if (EVP_PKEY_get_octet_string_param(pub,
+	        OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, pt, sizeof pt, &len) != 1 ||
+	    len != sizeof pt || pt[0] != 0x04)
+		return KW_ERR_CRYPTO;
+	b64url(pt + 1, 32, x, sizeof x);
+	b64url(pt + 33, 32, y, sizeof y);
+	n = snprintf(jwk, sizeof jwk,
+	    "{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"}", x,
+	    y);
+	crypto_hash_sha256(digest, (const unsigned char *)jwk, (size_t)n);
+	b64url(digest, sizeof digest, kid, KID_LEN + 1);
+	return KW_OK;
+}
+
+/*
+ * Signer bench/1, created if missing, its kid, and one sign through the
+ * layer checked against its public key, so that a broken token stops the
+ * server before any figure is taken.
+ */
+static int
+ensure_signer(struct server *s)
+{
+	struct kwd_p11_worker *w = NULL;
+	struct kwd_p11_object *objs = NULL;
+	EVP_PKEY *pub = NULL;
+	EVP_PKEY_CTX *vctx = NULL;
+	unsigned char digest[32], sig[64], der[80];
+	size_t n = 0, dlen = 0;
+	bool have = false;
+	int rv;
+
+	rv = kwd_p11_worker_new(s->p11, &w);
+	if (rv == KW_OK)
+		rv = kwd_p11_list(w, KWD_P11_SIGNER, KEY_NAME, &objs, &n);
+	for (size_t i = 0; rv == KW_OK && i < n; i++)
+		if (strcmp(objs[i].name, KEY_NAME) == 0 &&
+		    objs[i].version == KEY_VERSION)
+			have = true;
+	if (rv == KW_OK && !have) {
+		rv = kwd_p11_ec_generate(w, KEY_NAME, KEY_VERSION, NULL, NULL);
+		if (rv == KW_OK)
+			fprintf(stderr, PROG ": created signer %s/%d\n",
+			    KEY_NAME, KEY_VERSION);
+	}
+	if (rv == KW_OK)
+		rv = kwd_p11_ec_public(w, KEY_NAME, KEY_VERSION, &pub);
+	if (rv != KW_OK) {
+		fprintf(stderr, PROG ": signer %s/%d: %s: %s\n", KEY_NAME,
+		    KEY_VERSION, kw_error_name(rv), kw_strerror(rv));
+		goto out;
+	}
+	rv = thumbprint(pub, s->kid);
+	randombytes_buf(digest, sizeof digest);
+	if (rv == KW_OK)
+		rv = kwd_p11_ecdsa_sign(w, KEY_NAME, KEY_VERSION, digest, sig);
+	if (rv == KW_OK)
+		rv = kwd_p11_ecdsa_der(sig, der, sizeof der, &dlen);
+	if (rv == KW_OK &&
+	    ((vctx = EVP_PKEY_CTX_new(pub, NULL)) == NULL ||
+	        EVP_PKEY_verify_init(vctx) != 1 ||
+	        EVP_PKEY_verify(vctx, der, dlen, digest, sizeof digest) != 1))
+		rv = KW_ERR_CRYPTO;
+	if (rv != KW_OK)
+		fprintf(stderr, PROG ": sign and verify with %s/%d: %s\n",
+		    KEY_NAME, KEY_VERSION, kw_error_name(rv));
+out:
+	EVP_PKEY_CTX_free(vctx);
+	EVP_PKEY_free(pub);
+	free(objs);
+	kwd_p11_worker_free(w);
+	return rv;
+}
+
 static int
 listen_loopback(unsigned int port, unsigned int *ret_port)
 {
@@ -559,10 +903,11 @@ usage(FILE *fp)
 	fprintf(fp,
 	    "Usage: " PROG " -c KEYWARDD_JSON -p PORT [-t THREADS]\n"
 	    "\n"
-	    "The baseline for keywardd's datakey and decrypt: libmicrohttpd "
-	    "+ GnuTLS\n"
-	    "(mTLS, TLS 1.3) doing per request only the PKCS#11 work, on "
-	    "127.0.0.1.\n"
+	    "The baseline for keywardd's datakey, decrypt and token: "
+	    "libmicrohttpd +\n"
+	    "GnuTLS (mTLS, TLS 1.3) doing per request only the PKCS#11 work "
+	    "(and a\n"
+	    "token's JSON and base64url), on 127.0.0.1.\n"
 	    "\n"
 	    "  -c, --config FILE   keywardd configuration: tls.*, pkcs11.*\n"
 	    "  -p, --port PORT     port on 127.0.0.1 (0: any free one, "
@@ -573,7 +918,8 @@ usage(FILE *fp)
 	    "\n"
 	    "Endpoints: POST /v1/keys/" KEY_NAME "/datakey, POST "
 	    "/v1/keys/" KEY_NAME "/decrypt,\n"
-	    "GET /v1/health. Runs until SIGTERM or SIGINT.\n");
+	    "POST /v1/tokens, GET /v1/health. Runs until SIGTERM or "
+	    "SIGINT.\n");
 }
 
 static int
@@ -689,7 +1035,7 @@ main(int argc, char **argv)
 		    kw_error_name(rv), kw_strerror(rv));
 		goto out;
 	}
-	if (ensure_kek(s.p11) != KW_OK)
+	if (ensure_kek(s.p11) != KW_OK || ensure_signer(&s) != KW_OK)
 		goto out;
 	fd = listen_loopback((unsigned int)port, &bound);
 	if (fd < 0)
@@ -722,8 +1068,10 @@ main(int argc, char **argv)
 		close(fd);
 		goto out;
 	}
-	printf(PROG ": listening on 127.0.0.1:%u, %ld thread(s), KEK %s/%d\n",
-	    bound, threads, KEY_NAME, KEY_VERSION);
+	printf(PROG ": listening on 127.0.0.1:%u, %ld thread(s), KEK %s/%d, "
+	            "signer %s/%d (kid %s)\n",
+	    bound, threads, KEY_NAME, KEY_VERSION, KEY_NAME, KEY_VERSION,
+	    s.kid);
 	fflush(stdout);
 
 	do
@@ -732,10 +1080,11 @@ main(int argc, char **argv)
 	MHD_stop_daemon(d);
 	fprintf(stderr,
 	    PROG ": stopped by signal %d; served %lu datakey, %lu decrypt, "
-	         "%lu health; %lu failed, %lu refused\n",
+	         "%lu token, %lu health; %lu failed, %lu refused\n",
 	    sig, atomic_load(&s.served[R_DATAKEY]),
-	    atomic_load(&s.served[R_DECRYPT]), atomic_load(&s.served[R_HEALTH]),
-	    atomic_load(&s.failed), atomic_load(&s.refused));
+	    atomic_load(&s.served[R_DECRYPT]), atomic_load(&s.served[R_TOKEN]),
+	    atomic_load(&s.served[R_HEALTH]), atomic_load(&s.failed),
+	    atomic_load(&s.refused));
 	status = 0;
 out:
 	/* The threads are gone: their sessions can close. */

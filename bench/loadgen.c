@@ -32,7 +32,19 @@
  * Before the run, one preflight request on its own connection checks
  * that the server answers the operation with 2xx (for decrypt, a datakey
  * first gives the wrapped key that every request then decrypts, and the
- * preflight decrypt must return that datakey's plaintext).
+ * preflight decrypt must return that datakey's plaintext; for token, the
+ * answer must hold a token that looks like a compact JWS).
+ *
+ * With --handshakes, connections are not kept: each one is a loop of
+ * whole connections instead of requests. Connect, a full TLS 1.3
+ * handshake (no session is ever resumed), one request sent with
+ * "Connection: close" (or none, with --op none: our close_notify right
+ * after the handshake), then read until the server closes, close, and
+ * connect again at once. What is counted is then connections: the rate of
+ * those completed inside the window (a 2xx answer, or with --op none the
+ * server's close), the latency of each from connect() to the server's
+ * close, and the client's CPU time per handshake. There is no setup phase:
+ * the handshakes are what is measured.
  *
  * This machine may only load-test itself: the URL must name a loopback
  * address (127.0.0.0/8 or ::1) as a literal, or "localhost", which means
@@ -77,6 +89,16 @@
 #define RESP_MAX (16 * 1024) /* largest response accepted, headers included */
 #define REQ_MAX (8 * 1024)
 #define KEYNAME_MAX 63
+/* Token requests (docs/API.md): an audience of 1-255 printable
+ * characters, 1-32 scopes of 1-128 of [a-z0-9._:/-]. */
+#define AUDIENCE_MAX 255
+#define MAX_SCOPES 32
+#define SCOPE_MAX 128
+#define TTL_MAX (7 * 24 * 3600)
+/* A compact JWS's header, decoded (docs/TOKENS.md), and its ES256
+ * signature in base64url (64 bytes). */
+#define JWS_HEADER_MAX 256
+#define JWS_SIG_B64 86
 #define DEFAULT_TIMEOUT_MS 2000
 /* Latency samples are uint32 nanoseconds (4.29 s): a request slower than
  * the timeout is an error, not a sample, so the timeout bounds them. */
@@ -95,8 +117,9 @@
 #define EXIT_USAGE 2
 #define EXIT_ERROR 3
 
-enum op { OP_DATAKEY, OP_DECRYPT, OP_HEALTH };
-static const char *const op_names[] = {"datakey", "decrypt", "health"};
+enum op { OP_DATAKEY, OP_DECRYPT, OP_HEALTH, OP_TOKEN, OP_NONE };
+static const char *const op_names[] = {"datakey", "decrypt", "health", "token",
+    "none"};
 
 enum err_kind { E_CONNECT, E_TLS, E_IO, E_TIMEOUT, E_HTTP, E_COUNT };
 static const char *const err_names[E_COUNT] = {"connect", "tls", "io",
@@ -126,6 +149,11 @@ struct opts {
 	int nctx;
 	char *ctx_k[MAX_CTX];
 	const char *ctx_v[MAX_CTX];
+	const char *audience;
+	const char *scope[MAX_SCOPES];
+	int nscope;
+	long ttl; /* 0: none in the request (the grant's max_ttl) */
+	bool handshakes; /* a new connection per request, see above */
 	bool json;
 	bool nodelay;
 	size_t max_samples;
@@ -137,6 +165,7 @@ struct stats {
 	uint64_t status[600];
 	uint64_t err[E_COUNT];
 	uint64_t reconnects;
+	uint64_t handshakes; /* completed, whole run (--handshakes) */
 	/* Latency samples in ns; past cap, a uniform reservoir. */
 	uint32_t *samples;
 	size_t n;
@@ -164,7 +193,15 @@ struct run {
 	bool abort;
 };
 
-enum cstate { C_CLOSED, C_CONNECTING, C_HANDSHAKE, C_READY, C_SEND, C_RECV };
+enum cstate {
+	C_CLOSED,
+	C_CONNECTING,
+	C_HANDSHAKE,
+	C_READY,
+	C_SEND,
+	C_RECV,
+	C_CLOSING, /* --handshakes: waiting for the server to close */
+};
 
 struct worker;
 
@@ -176,6 +213,7 @@ struct conn {
 	enum cstate st;
 	uint32_t events; /* the epoll mask, 0 when not registered */
 	uint64_t t0; /* request start, or connect start */
+	uint64_t tc; /* --handshakes: when this connection's connect began */
 	uint64_t retry_at; /* C_CLOSED: when to reconnect, 0: never */
 	uint64_t next_at; /* with --rate: when the next request is due */
 	int idx; /* among all connections */
@@ -183,6 +221,7 @@ struct conn {
 	size_t need; /* whole response size, 0 until the head is parsed */
 	int status;
 	bool close_after;
+	bool bye_sent; /* --op none: our close_notify went out */
 	char buf[RESP_MAX];
 };
 
@@ -200,6 +239,7 @@ struct worker {
 	uint64_t setup_ns;
 	uint64_t setup_cpu_ns;
 	int setup_ready;
+	uint64_t run_cpu_ns; /* this thread's CPU time after setup */
 };
 
 static volatile sig_atomic_t stop_signal;
@@ -481,10 +521,22 @@ watch(struct conn *c, uint32_t ev)
 		c->events = ev;
 }
 
+/*
+ * In flight: a request (C_SEND, C_RECV), or with --handshakes a whole
+ * connection from connect() to the server's close.
+ */
+static bool
+in_flight(const struct conn *c)
+{
+	if (c->w->run->o->handshakes)
+		return c->st != C_CLOSED;
+	return c->st == C_SEND || c->st == C_RECV;
+}
+
 static void
 conn_close(struct conn *c, bool graceful)
 {
-	if (c->st == C_SEND || c->st == C_RECV)
+	if (in_flight(c))
 		c->w->inflight--;
 	if (c->ssl != NULL) {
 		/* One non-blocking close_notify, so that the server logs a
@@ -500,6 +552,7 @@ conn_close(struct conn *c, bool graceful)
 	c->events = 0;
 	c->st = C_CLOSED;
 	c->retry_at = 0;
+	c->bye_sent = false;
 	ERR_clear_error();
 }
 
@@ -549,6 +602,7 @@ running(const struct run *r, uint64_t now)
 
 static void conn_handshake(struct conn *c);
 static void request_start(struct conn *c, uint64_t now);
+static void conn_closing(struct conn *c);
 
 /* The connection's next request, if the run is on and, when paced
  * (--rate), its time has come. */
@@ -567,6 +621,12 @@ conn_start(struct conn *c, uint64_t now)
 
 	c->t0 = now;
 	c->retry_at = 0;
+	/* Before anything can fail: conn_close counts it out of flight. */
+	c->st = C_CONNECTING;
+	if (o->handshakes) {
+		c->tc = now;
+		c->w->inflight++;
+	}
 	c->fd = socket(o->addr.ss_family,
 	    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (c->fd < 0) {
@@ -645,11 +705,22 @@ conn_handshake(struct conn *c)
 	if (r == 1) {
 		uint64_t now = now_ns();
 
+		w->st.handshakes++;
 		if (w->tls[0] == '\0')
 			describe_tls(w, c->ssl);
 		c->st = C_READY;
 		watch(c, EPOLLIN);
-		next_request(c, now);
+		if (!w->run->o->handshakes) {
+			next_request(c, now);
+		} else if (w->run->o->op != OP_NONE) {
+			/* The connection's one request, even in the drain:
+			 * it was started in the run. */
+			request_start(c, now);
+		} else {
+			c->st = C_CLOSING;
+			c->t0 = now;
+			conn_closing(c);
+		}
 		return;
 	}
 	e = SSL_get_error(c->ssl, r);
@@ -726,8 +797,89 @@ request_start(struct conn *c, uint64_t now)
 	c->len = 0;
 	c->need = 0;
 	c->st = C_SEND;
-	c->w->inflight++;
+	if (!c->w->run->o->handshakes)
+		c->w->inflight++;
 	conn_send(c);
+}
+
+/*
+ * --handshakes: the connection is done when the server has closed it
+ * (its close_notify, or the end of the stream). It counts as one
+ * connection if it started inside the window, and as one completed in the
+ * window if it ended there with a 2xx answer (--op none: no answer).
+ */
+static void
+cycle_done(struct conn *c)
+{
+	struct worker *w = c->w;
+	const struct run *r = w->run;
+	uint64_t now = now_ns();
+	bool ok = r->o->op == OP_NONE || (c->status >= 200 && c->status <= 299);
+
+	if (ok && now >= r->t_measure && now <= r->t_end)
+		w->st.ok_window++;
+	if (c->tc >= r->t_measure && c->tc < r->t_end) {
+		w->st.answered++;
+		sample_add(&w->st, now - c->tc);
+	}
+	conn_close(c, false);
+	if (running(r, now))
+		conn_start(c, now);
+}
+
+/*
+ * --handshakes, C_CLOSING: with --op none, our close_notify first (right
+ * after the handshake, so that the server reads it and closes); then read
+ * until the server closes. Session tickets are read and dropped; any
+ * application data is an error, as it answers nothing.
+ */
+static void
+conn_closing(struct conn *c)
+{
+	char why[160];
+	int r, e;
+
+	if (c->w->run->o->op == OP_NONE && !c->bye_sent) {
+		ERR_clear_error();
+		r = SSL_shutdown(c->ssl);
+		if (r < 0) {
+			e = SSL_get_error(c->ssl, r);
+			if (e == SSL_ERROR_WANT_WRITE) {
+				watch(c, EPOLLOUT);
+				return;
+			}
+			if (e != SSL_ERROR_WANT_READ) {
+				ssl_reason(e, why, sizeof why);
+				conn_fail(c, E_IO, "sending close_notify: %s",
+				    why);
+				return;
+			}
+		}
+		c->bye_sent = true;
+	}
+	for (;;) {
+		ERR_clear_error();
+		r = SSL_read(c->ssl, c->buf, sizeof c->buf);
+		if (r > 0) {
+			conn_fail(c, E_HTTP, "%d bytes before the close", r);
+			return;
+		}
+		e = SSL_get_error(c->ssl, r);
+		if (e == SSL_ERROR_ZERO_RETURN) {
+			cycle_done(c);
+			return;
+		}
+		if (e == SSL_ERROR_WANT_READ) {
+			watch(c, EPOLLIN);
+		} else if (e == SSL_ERROR_WANT_WRITE) {
+			watch(c, EPOLLOUT);
+		} else {
+			ssl_reason(e, why, sizeof why);
+			conn_fail(c, E_IO,
+			    "waiting for the server to close: %s", why);
+		}
+		return;
+	}
 }
 
 static void
@@ -737,9 +889,18 @@ response_done(struct conn *c)
 	const struct run *r = w->run;
 	uint64_t now = now_ns();
 
-	if (c->status >= 200 && c->status <= 299 && now >= r->t_measure &&
-	    now <= r->t_end)
+	if (!r->o->handshakes && c->status >= 200 && c->status <= 299 &&
+	    now >= r->t_measure && now <= r->t_end)
 		w->st.ok_window++;
+	if (r->o->handshakes) {
+		/* The connection's one answer: now its end. */
+		if (c->tc >= r->t_measure && c->tc < r->t_end)
+			w->st.status[c->status]++;
+		c->st = C_CLOSING;
+		c->t0 = now;
+		conn_closing(c);
+		return;
+	}
 	if (c->t0 >= r->t_measure && c->t0 < r->t_end) {
 		w->st.answered++;
 		w->st.status[c->status]++;
@@ -840,6 +1001,9 @@ conn_event(struct conn *c)
 	case C_RECV:
 		conn_recv(c);
 		break;
+	case C_CLOSING:
+		conn_closing(c);
+		break;
 	case C_CLOSED:
 		break;
 	}
@@ -878,6 +1042,12 @@ sweep(struct worker *w, uint64_t now)
 				w->st.reconnects++;
 				conn_start(c, now);
 			}
+			break;
+		case C_CLOSING:
+			if (late)
+				conn_fail(c, E_TIMEOUT,
+				    "the server did not close within %d ms",
+				    r->o->timeout_ms);
 			break;
 		case C_READY:
 			next_request(c, now);
@@ -980,7 +1150,9 @@ worker_run(struct worker *w)
 			c->next_at = r->t_start +
 			    r->interval_ns * (uint64_t)c->idx /
 			        (uint64_t)r->o->conns;
-		if (c->st == C_READY)
+		if (r->o->handshakes)
+			conn_start(c, now);
+		else if (c->st == C_READY)
 			next_request(c, now);
 	}
 	while (stop_signal == 0) {
@@ -988,11 +1160,11 @@ worker_run(struct worker *w)
 
 		now = now_ns();
 		if (!ended && now >= r->t_end) {
-			/* The drain: only requests in flight remain. */
+			/* The drain: only requests (or, with --handshakes,
+			 * connections) in flight remain. */
 			ended = true;
 			for (int i = 0; i < w->nconns; i++)
-				if (w->conns[i].st != C_SEND &&
-				    w->conns[i].st != C_RECV)
+				if (!in_flight(&w->conns[i]))
 					conn_close(&w->conns[i], true);
 		}
 		if (ended && w->inflight == 0)
@@ -1018,8 +1190,13 @@ worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct run *r = w->run;
+	uint64_t cpu0;
 
-	worker_setup(w);
+	/* --handshakes: no connection is made before the run. */
+	if (r->o->handshakes)
+		atomic_fetch_add(&r->ready, w->nconns);
+	else
+		worker_setup(w);
 	if (pthread_barrier_wait(&r->barrier) ==
 	    PTHREAD_BARRIER_SERIAL_THREAD) {
 		uint64_t now = now_ns();
@@ -1030,8 +1207,10 @@ worker_main(void *arg)
 		r->t_end = r->t_measure + (uint64_t)(r->o->secs * 1e9);
 	}
 	pthread_barrier_wait(&r->barrier);
+	cpu0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
 	if (!r->abort && stop_signal == 0)
 		worker_run(w);
+	w->run_cpu_ns = clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu0;
 	for (int i = 0; i < w->nconns; i++)
 		if (w->conns[i].st != C_CLOSED)
 			conn_close(&w->conns[i], false);
@@ -1129,6 +1308,9 @@ static char *
 build_request(const struct opts *o, const char *path, const char *body,
     size_t *ret_len)
 {
+	/* --handshakes: one request per connection, which the server then
+	 * closes (RFC 9112 section 9.6). */
+	const char *conn = o->handshakes ? "Connection: close\r\n" : "";
 	char *req = malloc(REQ_MAX);
 	int n;
 
@@ -1137,17 +1319,17 @@ build_request(const struct opts *o, const char *path, const char *body,
 	if (body == NULL)
 		n = snprintf(req, REQ_MAX,
 		    "GET %s HTTP/1.1\r\nHost: %s\r\n"
-		    "User-Agent: keyward-loadgen\r\n"
+		    "User-Agent: keyward-loadgen\r\n%s"
 		    "Accept: application/json\r\n\r\n",
-		    path, o->hosthdr);
+		    path, o->hosthdr, conn);
 	else
 		n = snprintf(req, REQ_MAX,
 		    "POST %s HTTP/1.1\r\nHost: %s\r\n"
-		    "User-Agent: keyward-loadgen\r\n"
+		    "User-Agent: keyward-loadgen\r\n%s"
 		    "Accept: application/json\r\n"
 		    "Content-Type: application/json\r\n"
 		    "Content-Length: %zu\r\n\r\n%s",
-		    path, o->hosthdr, strlen(body), body);
+		    path, o->hosthdr, conn, strlen(body), body);
 	if (n < 0 || n >= REQ_MAX) {
 		free(req);
 		return NULL;
@@ -1181,6 +1363,104 @@ out:
 	return s;
 }
 
+/* The body of a token request: {"audience", "scope", "ttl"?}. */
+static char *
+build_token_body(const struct opts *o)
+{
+	json_t *root = json_object(), *sc = json_array();
+	char *s = NULL;
+
+	if (root == NULL || sc == NULL)
+		goto out;
+	for (int i = 0; i < o->nscope; i++)
+		if (json_array_append_new(sc, json_string(o->scope[i])) != 0)
+			goto out;
+	if (json_object_set_new(root, "audience", json_string(o->audience)) !=
+	        0 ||
+	    json_object_set(root, "scope", sc) != 0 ||
+	    (o->ttl > 0 &&
+	        json_object_set_new(root, "ttl", json_integer(o->ttl)) != 0))
+		goto out;
+	s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+out:
+	json_decref(sc);
+	json_decref(root);
+	return s;
+}
+
+static bool
+b64url_char(char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+	    (c >= '0' && c <= '9') || c == '-' || c == '_';
+}
+
+/*
+ * jws_ok: t looks like a token keyward issues (docs/TOKENS.md): three
+ * non-empty base64url parts, a header that decodes to a JSON object with
+ * "alg" "ES256" and a "kid", and a 64-byte signature (86 characters). The
+ * signature is not verified: the preflight only makes sure that the
+ * server answers with the work being measured.
+ */
+static bool
+jws_ok(const char *t, char *why, size_t whylen)
+{
+	const char *dot1 = strchr(t, '.'), *dot2, *alg;
+	unsigned char hdr[JWS_HEADER_MAX + 3];
+	char b64[(JWS_HEADER_MAX + 2) / 3 * 4 + 4];
+	size_t hlen, n;
+	json_t *j;
+	int dec;
+	bool ok;
+
+	dot2 = dot1 != NULL ? strchr(dot1 + 1, '.') : NULL;
+	if (dot1 == NULL || dot2 == NULL || strchr(dot2 + 1, '.') != NULL ||
+	    dot1 == t || dot2 == dot1 + 1) {
+		snprintf(why, whylen, "not three parts separated by dots");
+		return false;
+	}
+	for (const char *p = t; *p != '\0'; p++)
+		if (*p != '.' && !b64url_char(*p)) {
+			snprintf(why, whylen, "a character outside base64url");
+			return false;
+		}
+	if (strlen(dot2 + 1) != JWS_SIG_B64) {
+		snprintf(why, whylen, "the signature is not %d characters",
+		    JWS_SIG_B64);
+		return false;
+	}
+	/* base64url to base64 with padding, for EVP_DecodeBlock. */
+	hlen = (size_t)(dot1 - t);
+	if (hlen % 4 == 1 || hlen > sizeof b64 - 4) {
+		snprintf(why, whylen,
+		    "the header is not base64url of at "
+		    "most 256 bytes");
+		return false;
+	}
+	for (n = 0; n < hlen; n++)
+		b64[n] = t[n] == '-' ? '+' : t[n] == '_' ? '/' : t[n];
+	while (n % 4 != 0)
+		b64[n++] = '=';
+	dec = EVP_DecodeBlock(hdr, (const unsigned char *)b64, (int)n);
+	if (dec < 0) {
+		snprintf(why, whylen, "the header is not base64url");
+		return false;
+	}
+	/* EVP_DecodeBlock counts the padding's zero bytes too. */
+	dec -= (int)(n - hlen);
+	hdr[dec] = '\0';
+	j = json_loadb((const char *)hdr, (size_t)dec, 0, NULL);
+	alg = json_string_value(json_object_get(j, "alg"));
+	ok = alg != NULL && strcmp(alg, "ES256") == 0 &&
+	    json_string_value(json_object_get(j, "kid")) != NULL;
+	json_decref(j);
+	if (!ok)
+		snprintf(why, whylen,
+		    "the header is not ES256 with a kid: %.100s",
+		    (const char *)hdr);
+	return ok;
+}
+
 static void
 print_body(const char *what, int status, const char *body)
 {
@@ -1201,13 +1481,22 @@ prepare(struct run *r)
 	const struct opts *o = r->o;
 	char path[128], why[192], *body = NULL, *resp = NULL, *req = NULL;
 	char *wrapped = NULL, *plain = NULL;
+	/* --op none sends nothing: its preflight is a health request. */
+	const char *first = o->op == OP_HEALTH || o->op == OP_NONE ? "health"
+	    : o->op == OP_TOKEN                                    ? "token"
+	                                                           : "datakey";
 	json_t *j = NULL;
 	json_error_t jerr;
 	size_t len;
 	int status, rv = -1;
 
-	if (o->op == OP_HEALTH) {
+	if (o->op == OP_HEALTH || o->op == OP_NONE) {
 		snprintf(path, sizeof path, "/v1/health");
+	} else if (o->op == OP_TOKEN) {
+		snprintf(path, sizeof path, "/v1/tokens");
+		body = build_token_body(o);
+		if (body == NULL)
+			goto oom;
 	} else {
 		snprintf(path, sizeof path, "/v1/keys/%s/datakey", o->keyname);
 		body = build_body(o, NULL);
@@ -1219,14 +1508,25 @@ prepare(struct run *r)
 		goto oom;
 	if (blocking_request(r, req, len, &status, &resp, why, sizeof why) !=
 	    0) {
-		fprintf(stderr, PROG ": preflight %s: %s\n",
-		    o->op == OP_HEALTH ? "health" : "datakey", why);
+		fprintf(stderr, PROG ": preflight %s: %s\n", first, why);
 		goto out;
 	}
 	if (status < 200 || status > 299) {
-		print_body(o->op == OP_HEALTH ? "health" : "datakey", status,
-		    resp);
+		print_body(first, status, resp);
 		goto out;
+	}
+	if (o->op == OP_TOKEN) {
+		const char *t;
+
+		j = json_loads(resp, 0, &jerr);
+		t = json_string_value(json_object_get(j, "token"));
+		if (t == NULL || !jws_ok(t, why, sizeof why)) {
+			fprintf(stderr,
+			    PROG ": the preflight token answer has no token "
+			         "that looks like a compact JWS (%s)\n",
+			    t == NULL ? "no \"token\" string" : why);
+			goto out;
+		}
 	}
 	if (o->op == OP_DECRYPT) {
 		const char *w, *p;
@@ -1277,9 +1577,11 @@ prepare(struct run *r)
 			goto out;
 		}
 	}
-	r->req = req;
-	r->req_len = len;
-	req = NULL;
+	if (o->op != OP_NONE) {
+		r->req = req;
+		r->req_len = len;
+		req = NULL;
+	}
 	rv = 0;
 	goto out;
 oom:
@@ -1338,6 +1640,11 @@ make_ctx(const struct opts *o, const char *cert, const char *key)
 	 * would make setup, not the figures, cheaper, and reconnections
 	 * must cost what a new client costs. */
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	/* --handshakes waits for the server's close: libmicrohttpd may end
+	 * the stream without a close_notify after "Connection: close", and
+	 * that is the end of a connection here, not a truncation. */
+	if (o->handshakes)
+		SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
 	return ctx;
 fail:
 	ERR_error_string_n(ERR_get_error(), why, sizeof why);
@@ -1450,6 +1757,31 @@ keyname_ok(const char *s)
 	           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
 }
 
+/* A token's audience: 1..AUDIENCE_MAX printable ASCII characters. */
+static bool
+audience_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > AUDIENCE_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (s[i] < 0x20 || s[i] > 0x7e)
+			return false;
+	return true;
+}
+
+/* A scope as keywardd accepts it in a request (no '*'). */
+static bool
+scope_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > SCOPE_MAX)
+		return false;
+	return strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789._:/-") == n;
+}
+
 static void
 usage(FILE *fp)
 {
@@ -1457,8 +1789,9 @@ usage(FILE *fp)
 	    "Usage: " PROG " --url https://127.0.0.1:PORT --cert CERT "
 	    "--key KEY --cacert CA\n"
 	    "       [-c CONNS] [-d SECONDS] [-w SECONDS] [-t THREADS]\n"
-	    "       [--op datakey|decrypt|health] [--key-name NAME] "
+	    "       [--op datakey|decrypt|token|health|none] [--key-name NAME] "
 	    "[--context K=V]...\n"
+	    "       [--audience A] [--scope S]... [--ttl S] [--handshakes]\n"
 	    "       [--rate R] [--timeout MS] [--max-samples N] [--no-nodelay] "
 	    "[--json]\n"
 	    "\n"
@@ -1481,12 +1814,28 @@ usage(FILE *fp)
 	    "  -t, --threads N      threads (default 1, at most %d)\n"
 	    "  --op OP              datakey (default), decrypt (of one "
 	    "wrapped key\n"
-	    "                       from a datakey), health "
-	    "(GET /v1/health)\n"
+	    "                       from a datakey), token (POST "
+	    "/v1/tokens), health\n"
+	    "                       (GET /v1/health), none (with "
+	    "--handshakes: no\n"
+	    "                       request, the handshake alone)\n"
 	    "  --key-name NAME      the key (default datasets)\n"
 	    "  --context K=V        an encryption context pair, "
 	    "repeatable\n"
 	    "                       (default dataset=imagenet-1k)\n"
+	    "  --audience A         a token's audience (default "
+	    "inference-gw)\n"
+	    "  --scope S            a token's scope, repeatable (default\n"
+	    "                       model:llama-70b:infer)\n"
+	    "  --ttl S              a token's lifetime (default: none "
+	    "asked, the\n"
+	    "                       grant's max_ttl)\n"
+	    "  --handshakes         a new connection per request: connect, "
+	    "full\n"
+	    "                       handshake, one request with "
+	    "Connection: close\n"
+	    "                       (or none), the server's close; "
+	    "counts connections/s\n"
 	    "  --rate R             pace the requests at R/s in all (each "
 	    "connection\n"
 	    "                       still has one at a time): latency "
@@ -1552,6 +1901,10 @@ enum {
 	O_SAMPLES,
 	O_NONODELAY,
 	O_JSON,
+	O_AUDIENCE,
+	O_SCOPE,
+	O_TTL,
+	O_HANDSHAKES,
 };
 
 static int
@@ -1574,6 +1927,10 @@ parse_args(int argc, char **argv, struct opts *o)
 	    {"max-samples", required_argument, NULL, O_SAMPLES},
 	    {"no-nodelay", no_argument, NULL, O_NONODELAY},
 	    {"json", no_argument, NULL, O_JSON},
+	    {"audience", required_argument, NULL, O_AUDIENCE},
+	    {"scope", required_argument, NULL, O_SCOPE},
+	    {"ttl", required_argument, NULL, O_TTL},
+	    {"handshakes", no_argument, NULL, O_HANDSHAKES},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -1644,12 +2001,47 @@ parse_args(int argc, char **argv, struct opts *o)
 				o->op = OP_DECRYPT;
 			} else if (strcmp(optarg, "health") == 0) {
 				o->op = OP_HEALTH;
+			} else if (strcmp(optarg, "token") == 0) {
+				o->op = OP_TOKEN;
+			} else if (strcmp(optarg, "none") == 0) {
+				o->op = OP_NONE;
 			} else {
 				fprintf(stderr,
-				    PROG ": --op wants datakey, decrypt or "
-				         "health\n");
+				    PROG ": --op wants datakey, decrypt, "
+				         "token, health or none\n");
 				return -1;
 			}
+			break;
+		case O_AUDIENCE:
+			if (!audience_ok(optarg)) {
+				fprintf(stderr,
+				    PROG ": --audience wants 1..%d printable "
+				         "characters\n",
+				    AUDIENCE_MAX);
+				return -1;
+			}
+			o->audience = optarg;
+			break;
+		case O_SCOPE:
+			if (!scope_ok(optarg) || o->nscope == MAX_SCOPES) {
+				fprintf(stderr,
+				    PROG ": --scope wants 1..%d of "
+				         "[a-z0-9._:/-] (at most %d)\n",
+				    SCOPE_MAX, MAX_SCOPES);
+				return -1;
+			}
+			o->scope[o->nscope++] = optarg;
+			break;
+		case O_TTL:
+			if (parse_long(optarg, 1, TTL_MAX, &o->ttl) != 0) {
+				fprintf(stderr,
+				    PROG ": --ttl wants 1..%d seconds\n",
+				    TTL_MAX);
+				return -1;
+			}
+			break;
+		case O_HANDSHAKES:
+			o->handshakes = true;
 			break;
 		case O_KEYNAME:
 			if (!keyname_ok(optarg)) {
@@ -1727,6 +2119,18 @@ parse_args(int argc, char **argv, struct opts *o)
 		fprintf(stderr, PROG ": one --key per --cert, in order\n");
 		return -1;
 	}
+	if (o->op == OP_NONE && !o->handshakes) {
+		fprintf(stderr, PROG ": --op none goes with --handshakes\n");
+		return -1;
+	}
+	if (o->handshakes && o->rate > 0) {
+		fprintf(stderr,
+		    PROG ": --rate does not go with --handshakes (each "
+		         "connection runs flat out)\n");
+		return -1;
+	}
+	if (o->nscope == 0)
+		o->scope[o->nscope++] = "model:llama-70b:infer";
 	if (o->nctx == 0) {
 		o->ctx_k[0] = strdup("dataset");
 		if (o->ctx_k[0] == NULL)
@@ -1777,6 +2181,10 @@ struct report {
 	int handshakes;
 	double setup_s;
 	double setup_cpu_ms; /* client CPU per handshake */
+	/* --handshakes: all those completed in the run (warm-up and drain
+	 * included), and the client's CPU per handshake over the run. */
+	uint64_t run_handshakes;
+	double run_cpu_ms;
 	const char *tls;
 	const char *first_err;
 };
@@ -1808,6 +2216,8 @@ summarize(struct worker *ws, int nw, const struct opts *o, struct report *rep)
 		if ((double)ws[i].setup_ns / 1e9 > rep->setup_s)
 			rep->setup_s = (double)ws[i].setup_ns / 1e9;
 		rep->setup_cpu_ms += (double)ws[i].setup_cpu_ns / 1e6;
+		rep->run_handshakes += st->handshakes;
+		rep->run_cpu_ms += (double)ws[i].run_cpu_ns / 1e6;
 		if (st->lat_max > max)
 			max = st->lat_max;
 		if (rep->tls[0] == '\0')
@@ -1817,11 +2227,18 @@ summarize(struct worker *ws, int nw, const struct opts *o, struct report *rep)
 	}
 	for (int s = 200; s < 300; s++)
 		rep->ok += rep->status[s];
+	/* --op none: a connection the server closed is the success. */
+	if (o->op == OP_NONE)
+		rep->ok = rep->answered;
 	for (int k = 0; k < E_COUNT; k++)
 		rep->errors += rep->err[k];
 	rep->rps = (double)rep->ok_window / o->secs;
 	if (rep->handshakes > 0)
 		rep->setup_cpu_ms /= rep->handshakes;
+	if (o->handshakes && rep->run_handshakes > 0)
+		rep->run_cpu_ms /= (double)rep->run_handshakes;
+	else
+		rep->run_cpu_ms = 0;
 	rep->n = n;
 	if (n == 0)
 		return 0;
@@ -1872,8 +2289,19 @@ print_json(const struct opts *o, const struct report *rep)
 
 	printf("{\n  \"url\": ");
 	json_str(o->url);
-	printf(",\n  \"op\": \"%s\",\n  \"key\": ", op_names[o->op]);
+	printf(",\n  \"op\": \"%s\",\n  \"mode\": \"%s\",\n  \"key\": ",
+	    op_names[o->op], o->handshakes ? "handshakes" : "keep-alive");
 	json_str(o->keyname);
+	if (o->op == OP_TOKEN) {
+		printf(",\n  \"audience\": ");
+		json_str(o->audience);
+		printf(",\n  \"scope\": [");
+		for (int i = 0; i < o->nscope; i++) {
+			printf("%s", i ? ", " : "");
+			json_str(o->scope[i]);
+		}
+		printf("]");
+	}
 	printf(",\n  \"identities\": %d", o->ncert);
 	if (o->rate > 0)
 		printf(",\n  \"rate_target\": %.1f", o->rate);
@@ -1908,9 +2336,15 @@ print_json(const struct opts *o, const struct report *rep)
 		printf("null");
 	printf(",\n  \"reconnects\": %" PRIu64
 	       ",\n  \"setup\": {\"handshakes\": %d, \"seconds\": %.4f, "
-	       "\"client_cpu_ms_per_handshake\": %.3f}"
-	       ",\n  \"latency_us\": ",
+	       "\"client_cpu_ms_per_handshake\": %.3f}",
 	    rep->reconnects, rep->handshakes, rep->setup_s, rep->setup_cpu_ms);
+	if (o->handshakes)
+		printf(",\n  \"handshakes\": {\"completed\": %" PRIu64
+		       ", \"client_cpu_ms_per_handshake\": %.3f}",
+		    rep->run_handshakes, rep->run_cpu_ms);
+	else
+		printf(",\n  \"handshakes\": null");
+	printf(",\n  \"latency_us\": ");
 	if (rep->have_lat)
 		printf("{\"p50\": %.1f, \"p90\": %.1f, \"p99\": %.1f, "
 		       "\"p999\": %.1f, \"max\": %.1f, \"mean\": %.1f}",
@@ -1925,21 +2359,39 @@ print_json(const struct opts *o, const struct report *rep)
 static void
 print_text(const struct opts *o, const struct report *rep)
 {
-	printf(PROG ": %s %s key=%s, %d connection(s), %d identit%s, "
+	/* What the request names: a key, a token's audience, or nothing. */
+	const char *what = o->op == OP_TOKEN             ? " audience="
+	    : o->op == OP_DATAKEY || o->op == OP_DECRYPT ? " key="
+	                                                 : "";
+	const char *name = o->op == OP_TOKEN ? o->audience
+	    : *what != '\0'                  ? o->keyname
+	                                     : "";
+
+	printf(PROG ": %s%s %s%s%s, %d connection(s), %d identit%s, "
 	            "%d thread(s), %.2f s (+%.2f s warm-up)%s\n",
-	    op_names[o->op], o->url, o->keyname, o->conns, o->ncert,
-	    o->ncert == 1 ? "y" : "ies", o->threads, o->secs, o->warmup,
-	    o->nodelay ? "" : ", Nagle on");
+	    op_names[o->op], o->handshakes ? " (a new connection each)" : "",
+	    o->url, what, name, o->conns, o->ncert, o->ncert == 1 ? "y" : "ies",
+	    o->threads, o->secs, o->warmup, o->nodelay ? "" : ", Nagle on");
 	if (o->rate > 0)
 		printf("paced     %.1f req/s in all (one request at a time per "
 		       "connection)\n",
 		    o->rate);
 	printf("tls       %s\n", rep->tls[0] ? rep->tls : "(no handshake)");
-	printf("setup     %d handshake(s) in %.3f s, %d at a time per "
-	       "thread; client CPU %.3f ms each\n",
-	    rep->handshakes, rep->setup_s, SETUP_BATCH, rep->setup_cpu_ms);
-	printf("rate      %.1f req/s (2xx completed in the window)\n",
-	    rep->rps);
+	if (o->handshakes) {
+		printf("handshakes %" PRIu64 " in the run; client CPU %.3f ms "
+		       "each\n",
+		    rep->run_handshakes, rep->run_cpu_ms);
+		printf("rate      %.1f connections/s (handshake%s and the "
+		       "server's close, completed in the window)\n",
+		    rep->rps, o->op == OP_NONE ? "" : ", one 2xx answer");
+	} else {
+		printf("setup     %d handshake(s) in %.3f s, %d at a time per "
+		       "thread; client CPU %.3f ms each\n",
+		    rep->handshakes, rep->setup_s, SETUP_BATCH,
+		    rep->setup_cpu_ms);
+		printf("rate      %.1f req/s (2xx completed in the window)\n",
+		    rep->rps);
+	}
 	printf("requests  %" PRIu64 " answered: %" PRIu64 " 2xx, %" PRIu64
 	       " non-2xx",
 	    rep->answered, rep->ok, rep->answered - rep->ok);
@@ -1977,6 +2429,7 @@ main(int argc, char **argv)
 	    .timeout_ms = DEFAULT_TIMEOUT_MS,
 	    .op = OP_DATAKEY,
 	    .keyname = "datasets",
+	    .audience = "inference-gw",
 	    .nodelay = true,
 	    .max_samples = DEFAULT_MAX_SAMPLES,
 	};
