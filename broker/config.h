@@ -63,14 +63,15 @@ void kwd_config_free(struct kwd_config *cfg);
 KW_WUR int kwd_config_apply_env(const struct kwd_config *cfg);
 
 /*
- * Front threads (and front-keeper channels) per keeper worker. With one,
- * a worker sleeps after every answer until its one front thread has
- * turned the answer into HTTP and sent the next request; with two, the
- * other thread's request is usually queued by then, so under load a
- * worker goes from answer to request without a sleep and a wakeup
- * (docs/ARCHITECTURE.md).
+ * Front-keeper channels per keeper worker, and the front's event loops
+ * (threads). Each loop reads requests and the keeper's answers of its
+ * channels in one epoll set, without waiting for an answer, so that a
+ * worker with one channel finds the next request queued under load
+ * (docs/ARCHITECTURE.md). One loop per two workers: a request costs the
+ * front less than the keeper.
  */
-#define KWD_FRONT_PER_WORKER 2
+#define KWD_FRONT_PER_WORKER 1
 #define KWD_API_CHANNELS(cfg) ((size_t)(cfg)->workers * KWD_FRONT_PER_WORKER)
+#define KWD_FRONT_LOOPS(cfg) (((size_t)(cfg)->workers + 1) / 2)
 
 #endif /* KWD_CONFIG_H */

@@ -17,9 +17,11 @@
  *   absolute deadline per request phase and shuts down the socket of a
  *   connection that misses it.
  *
- * Threads: MHD's pool threads (KWD_API_CHANNELS, each with its own keeper
- * channel, requests synchronous on it), MHD's metrics thread (the last
- * channel), the watchdog, and the main thread, which waits for signals.
+ * Threads: the event loops (KWD_FRONT_LOOPS, each running an MHD daemon in
+ * external epoll mode and its share of the API channels; a request's
+ * connection is suspended while the keeper works on it), MHD's metrics
+ * thread (the last channel, requests synchronous on it), the watchdog,
+ * and the main thread, which waits for signals.
  *
  * SPDX-License-Identifier: Apache-2.0
  */
@@ -46,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -240,6 +243,13 @@ enum req_state {
 
 struct conn;
 
+/* What goes with a response besides its status and body. */
+struct extra {
+	const char *allow;
+	unsigned retry_after; /* seconds, 0: none */
+	bool close;
+};
+
 struct req {
 	struct conn *conn;
 	enum req_state state;
@@ -260,6 +270,13 @@ struct req {
 	bool discard; /* drop the body (rate-limited) */
 	char *body;
 	size_t body_len, body_cap;
+	/* Waiting for the keeper: the connection is suspended. */
+	bool failed; /* no response could be queued: close */
+	/* A refusal whose audit record is on its way (THEN_REJECT). */
+	unsigned rj_status;
+	const char *rj_code;
+	struct extra rj_x;
+	char rj_msg[513];
 };
 
 struct conn {
@@ -275,12 +292,40 @@ struct conn {
 	char identity[KWD_IDENTITY_MAX + 1];
 	char x5t[KWD_TOKEN_THUMB_LEN + 1]; /* x5t#S256 of the client cert */
 	char remote[INET6_ADDRSTRLEN];
+	uint64_t ip_key; /* counted in F.ips (ip_counted) */
+	bool ip_counted;
 	struct req req; /* HTTP/1.1: one request at a time */
+};
+
+/* What the answer of a keeper request is for. */
+enum then {
+	THEN_ANSWER, /* the API answer of the route */
+	THEN_REJECT, /* an audited refusal: then the stored error */
+	THEN_HEALTH, /* GET /v1/health */
+};
+
+/*
+ * A request in flight on an API channel. The keeper answers a channel in
+ * order, so the answer that comes is the oldest one's. mc NULL: given up
+ * (answered 503 at its deadline); its answer is still to come and is
+ * dropped.
+ */
+struct pend {
+	uint64_t rid;
+	struct MHD_Connection *mc;
+	struct req *r;
+	int64_t deadline_ms;
+	uint16_t want;
+	uint8_t then;
 };
 
 /* One keeper channel; used by one thread only. */
 struct chan {
 	int fd;
+	/* API channels: the requests in flight, a ring, oldest first. */
+	struct pend *q;
+	size_t qcap, qhead, qlen;
+	/* The metrics channel (blocking calls): answers given up on. */
 	uint64_t abandoned[ABANDONED_MAX];
 	size_t nabandoned;
 	size_t inlen;
@@ -288,6 +333,11 @@ struct chan {
 	unsigned char in[KWD_MSG_MAX];
 	struct kwd_msg msg;
 	struct kwd_req req;
+};
+
+struct ip_slot {
+	uint64_t key; /* keyed hash of the address */
+	unsigned n; /* its connections; 0: free */
 };
 
 struct rl_entry {
@@ -302,25 +352,45 @@ struct rl_set {
 	struct rl_entry e[RL_WAYS];
 };
 
+/*
+ * An event loop: one thread runs one MHD daemon (external epoll mode) and
+ * the keeper channels i with i % nloops == idx, in one epoll set, so that
+ * the thread that reads a request also reads its answer: under load it
+ * goes from one to the next without sleeping, and so does the keeper.
+ */
+struct loop {
+	size_t idx;
+	struct MHD_Daemon *d;
+	int efd; /* epoll: MHD's epoll descriptor and the channels */
+	pthread_t thread;
+	bool started;
+	int64_t next_sweep_ms;
+};
+
 static struct {
 	const struct kwd_config *cfg;
 	struct chan *chans; /* sodium_malloc: may hold DEKs */
 	size_t nchan;
-	size_t workers;
+	size_t napi; /* API channels: 0 .. napi-1 */
+	struct loop *loops;
+	size_t nloops;
 	int metrics_chan; /* -1: none */
-	_Atomic size_t next_chan;
 	_Atomic int fatal; /* 0, or the exit status to stop with */
 	_Atomic bool starting;
 	_Atomic bool stopping; /* SIGTERM seen: a closing keeper is fine */
 	_Atomic bool stop;
 	pthread_mutex_t reg_lock;
 	struct conn *reg;
+	/* Connections per address, across loops (per_ip_take). */
+	pthread_mutex_t ip_lock;
+	struct ip_slot *ips;
+	size_t nips;
 	struct rl_set *rl;
 	unsigned char rl_key[crypto_shorthash_KEYBYTES];
 	struct metrics *m;
 } F;
 
-static _Thread_local int my_chan = -1;
+static _Thread_local struct loop *my_loop;
 
 static int64_t
 now_ns(void)
@@ -756,21 +826,24 @@ kwd_front_check_leaf(gnutls_x509_crt_t leaf, time_t now, char *reason,
 
 /* ---- keeper channels ---- */
 
+/*
+ * The calling loop's channel with the fewest requests in flight (its
+ * keeper worker has the least queued); NULL outside a loop.
+ */
 static struct chan *
-thread_chan(void)
+pick_chan(void)
 {
-	if (my_chan < 0) {
-		size_t i = atomic_fetch_add(&F.next_chan, 1);
+	struct chan *best = NULL;
 
-		if (i >= F.workers) {
-			/* MHD runs exactly F.workers pool threads. */
-			kw_log(KW_LOG_ERR, "front.channels",
-			    "more server threads than keeper channels", );
-			return NULL;
-		}
-		my_chan = (int)i;
+	if (my_loop == NULL)
+		return NULL;
+	for (size_t i = my_loop->idx; i < F.napi; i += F.nloops) {
+		struct chan *ch = &F.chans[i];
+
+		if (best == NULL || ch->qlen < best->qlen)
+			best = ch;
 	}
-	return &F.chans[my_chan];
+	return best;
 }
 
 static bool
@@ -808,9 +881,59 @@ chan_wipe_in(struct chan *ch)
 }
 
 /*
+ * ask: send ch->out (begun by the caller) for request R of connection
+ * MC, which is then suspended until its loop has the answer or the
+ * deadline passes (conclude). KW_OK: suspended, return MHD_YES;
+ * otherwise nothing was sent and the caller answers now
+ * (KW_ERR_UNAVAILABLE: 503).
+ */
+static int
+ask(struct MHD_Connection *mc, struct req *r, struct chan *ch, uint16_t want,
+    enum then then, int timeout_ms)
+{
+	struct pend *p;
+	int rv;
+
+	rv = kwd_msg_end(&ch->out);
+	if (rv != KW_OK) {
+		kw_log(KW_LOG_ERR, "front.ipc_build",
+		    "a request to the keeper could not be built",
+		    KW_F("type", kwd_msg_type_name(want)),
+		    KW_F("error", kw_error_name(rv)));
+		kwd_msg_wipe(&ch->out);
+		return KW_ERR_INTERNAL;
+	}
+	if (ch->qlen == ch->qcap) {
+		kwd_msg_wipe(&ch->out);
+		return KW_ERR_UNAVAILABLE; /* the keeper lags far behind */
+	}
+	rv = kwd_ipc_send_nowait(ch->fd, &ch->out);
+	kwd_msg_wipe(&ch->out);
+	if (rv == KW_ERR_UNAVAILABLE)
+		return KW_ERR_UNAVAILABLE; /* channel full: the keeper lags */
+	if (rv != KW_OK) {
+		set_fatal("the keeper channel is closed (send)");
+		return KW_ERR_UNAVAILABLE;
+	}
+	p = &ch->q[(ch->qhead + ch->qlen++) % ch->qcap];
+	*p = (struct pend){.rid = r->rid,
+	    .mc = mc,
+	    .r = r,
+	    .deadline_ms = now_ms() + timeout_ms,
+	    .want = want,
+	    .then = (uint8_t)then};
+	/* The answer is read by this same thread, after the handler has
+	 * returned: no race with the suspension. */
+	MHD_suspend_connection(mc);
+	return KW_OK;
+}
+
+/*
  * call: send ch->out (begun by the caller) and wait for the answer with
- * the same rid into ch->msg. KW_ERR_TIMEOUT or KW_ERR_UNAVAILABLE: answer
- * 503. Anything that breaks the protocol stops the front (set_fatal).
+ * the same rid into ch->msg (the metrics listener's channel, whose
+ * thread has nothing else to do). KW_ERR_TIMEOUT or KW_ERR_UNAVAILABLE:
+ * answer 503. Anything that breaks the protocol stops the front
+ * (set_fatal).
  */
 static int
 call(struct chan *ch, uint64_t rid, uint16_t want, int timeout_ms)
@@ -887,12 +1010,6 @@ call(struct chan *ch, uint64_t rid, uint16_t want, int timeout_ms)
 }
 
 /* ---- responses ---- */
-
-struct extra {
-	const char *allow;
-	unsigned retry_after; /* seconds, 0: none */
-	bool close;
-};
 
 /* A response buffer wiped before it is freed (it may hold a DEK). */
 struct wbuf {
@@ -1301,22 +1418,27 @@ fail:
 /* ---- audit of front rejections ---- */
 
 /*
- * One AUDIT_EVENT for a request refused here, so that the audit log has
- * a record of it too (THREATS.md K). Rate-limited requests are not sent
- * one by one: a flood would become an audit-log flood (see rate_take).
+ * refuse: a 4xx decided here. One AUDIT_EVENT for it goes to the keeper
+ * first, so that the audit log has a record of it too (THREATS.md K,
+ * audited under OP, or the route's operation, with AUDIT_REASON), and
+ * the answer (STATUS, CODE, MESSAGE, X) goes out when the keeper has
+ * taken it (conclude). Rate-limited requests are not sent one by one: a
+ * flood would become an audit-log flood (see rate_take).
  */
-static void
-audit_reject(struct conn *c, struct req *r, const char *op, unsigned status,
-    const char *reason)
+static enum MHD_Result
+refuse(struct MHD_Connection *mc, struct req *r, const char *op,
+    const char *audit_reason, unsigned status, const char *code,
+    const char *message, const struct extra *x)
 {
-	struct chan *ch = thread_chan();
+	struct conn *c = r->conn;
+	struct chan *ch = c->api ? pick_chan() : NULL;
 	char why[513];
 
 	if (ch == NULL)
-		return;
+		return send_error(mc, r, status, code, message, x);
 	/* REASON is a protocol STR of at most 512 bytes: kept to printable
 	 * ASCII, so that the cut cannot split a UTF-8 sequence. */
-	snprintf(why, sizeof why, "%s", reason);
+	snprintf(why, sizeof why, "%s", audit_reason);
 	for (char *p = why; *p; p++)
 		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
 			*p = '?';
@@ -1334,12 +1456,14 @@ audit_reject(struct conn *c, struct req *r, const char *op, unsigned status,
 	kwd_msg_put_u32(&ch->out, KWD_TAG_STATUS, status);
 	kwd_msg_put_u64(&ch->out, KWD_TAG_LATENCY_US,
 	    (uint64_t)(now_ns() - r->t0_ns) / 1000);
-	if (call(ch, r->rid, KWD_MSG_R_OK, IPC_TIMEOUT_MS) == KW_OK &&
-	    ch->msg.type == KWD_MSG_R_ERROR)
-		kw_log(KW_LOG_WARN, "front.audit",
-		    "the keeper refused an audit event",
-		    KW_F("rid", r->rid_hex));
-	chan_wipe_in(ch);
+	r->rj_status = status;
+	r->rj_code = code;
+	snprintf(r->rj_msg, sizeof r->rj_msg, "%s", message);
+	r->rj_x = x != NULL ? *x : (struct extra){0};
+	if (ask(mc, r, ch, KWD_MSG_R_OK, THEN_REJECT, IPC_TIMEOUT_MS) == KW_OK)
+		return MHD_YES;
+	/* Not sent (the keeper lags): answered without the record. */
+	return send_error(mc, r, status, code, message, x);
 }
 
 /* A 4xx decided here: audited, logged at debug, answered. */
@@ -1352,9 +1476,7 @@ reject(struct MHD_Connection *mc, struct req *r, unsigned status,
 	kw_log(KW_LOG_DEBUG, "front.reject", message, KW_F("rid", r->rid_hex),
 	    KW_F("status", status), KW_F("identity", c->identity),
 	    KW_F("path", r->uri != NULL ? r->uri : ""));
-	if (c->api)
-		audit_reject(c, r, NULL, status, message);
-	return send_error(mc, r, status, code, message, x);
+	return refuse(mc, r, NULL, message, status, code, message, x);
 }
 
 static enum MHD_Result
@@ -1921,6 +2043,58 @@ unregister_conn(struct conn *c)
 	pthread_mutex_unlock(&F.reg_lock);
 }
 
+/*
+ * MHD's per-address limit holds per daemon, and with several event
+ * loops there are several: the limit across them is kept here. At most
+ * max_connections addresses have connections, so a scan of that many
+ * slots finds the address or a free slot. false: C is over the limit.
+ */
+static bool
+per_ip_take(struct conn *c)
+{
+	struct ip_slot *free_slot = NULL, *slot = NULL;
+	bool ok;
+
+	_Static_assert(crypto_shorthash_BYTES == sizeof c->ip_key,
+	    "a short hash is 64 bits");
+	crypto_shorthash((unsigned char *)&c->ip_key,
+	    (const unsigned char *)c->remote, strlen(c->remote), F.rl_key);
+	pthread_mutex_lock(&F.ip_lock);
+	for (size_t i = 0; i < F.nips && slot == NULL; i++) {
+		if (F.ips[i].n > 0 && F.ips[i].key == c->ip_key)
+			slot = &F.ips[i];
+		else if (F.ips[i].n == 0 && free_slot == NULL)
+			free_slot = &F.ips[i];
+	}
+	if (slot == NULL && free_slot != NULL) {
+		slot = free_slot;
+		slot->key = c->ip_key;
+	}
+	ok = slot != NULL && slot->n < F.cfg->limits.per_ip_connections;
+	if (ok) {
+		slot->n++;
+		c->ip_counted = true;
+	}
+	pthread_mutex_unlock(&F.ip_lock);
+	return ok;
+}
+
+static void
+per_ip_give(struct conn *c)
+{
+	if (!c->ip_counted)
+		return;
+	pthread_mutex_lock(&F.ip_lock);
+	for (size_t i = 0; i < F.nips; i++) {
+		if (F.ips[i].n > 0 && F.ips[i].key == c->ip_key) {
+			F.ips[i].n--;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&F.ip_lock);
+	c->ip_counted = false;
+}
+
 static void
 notify_conn(void *cls, struct MHD_Connection *mc, void **socket_context,
     enum MHD_ConnectionNotificationCode toe)
@@ -1946,11 +2120,21 @@ notify_conn(void *cls, struct MHD_Connection *mc, void **socket_context,
 		    now_ms() + (int64_t)F.cfg->limits.header_timeout_ms);
 		if (c->fd >= 0)
 			register_conn(c);
+		if (c->api && F.ips != NULL && !per_ip_take(c) && c->fd >= 0) {
+			/* MHD sees the end of the stream in the handshake
+			 * and closes. */
+			kw_log(KW_LOG_DEBUG, "front.per_ip",
+			    "connection refused: too many from this address",
+			    KW_F("remote", c->remote));
+			atomic_store(&c->cut, true);
+			shutdown(c->fd, SHUT_RDWR);
+		}
 		return;
 	}
 	c = *socket_context;
 	if (c == NULL)
 		return;
+	per_ip_give(c);
 	if (c->fd >= 0)
 		unregister_conn(c);
 	free(c->req.body);
@@ -2076,14 +2260,15 @@ first_call(struct MHD_Connection *mc, struct req *r, const char *url,
 	    MHD_HTTP_HEADER_AUTHORIZATION);
 	if (authz != NULL) {
 		if (!bearer_ok(authz)) {
+			struct extra x = {.close = true};
+
 			count_reject(RJ_NO_CERT);
-			audit_reject(c, r, "authenticate",
-			    MHD_HTTP_UNAUTHORIZED,
-			    "Authorization is not Bearer and a token");
-			return send_close(mc, r, MHD_HTTP_UNAUTHORIZED,
-			    "unauthenticated",
+			return refuse(mc, r, "authenticate",
+			    "Authorization is not Bearer and a token",
+			    MHD_HTTP_UNAUTHORIZED, "unauthenticated",
 			    "Authorization must be \"Bearer\" and a keyward "
-			    "token");
+			    "token",
+			    &x);
 		}
 		r->bearer = authz + 7;
 	}
@@ -2101,14 +2286,14 @@ first_call(struct MHD_Connection *mc, struct req *r, const char *url,
 		    (jwks || (r->bearer != NULL && metric == RJ_NO_CERT)))
 			c->auth = 0;
 		else if (c->auth < 0) {
+			struct extra x = {.close = true};
+
 			count_reject(metric);
 			kw_log(KW_LOG_INFO, "front.unauthenticated", reason,
 			    KW_F("remote", c->remote), KW_F("rid", r->rid_hex));
-			audit_reject(c, r, "authenticate",
-			    MHD_HTTP_UNAUTHORIZED, reason);
-			return send_close(mc, r, MHD_HTTP_UNAUTHORIZED,
-			    "unauthenticated",
-			    "a valid client certificate is required");
+			return refuse(mc, r, "authenticate", reason,
+			    MHD_HTTP_UNAUTHORIZED, "unauthenticated",
+			    "a valid client certificate is required", &x);
 		}
 	}
 	if (c->auth < 0) /* not reached: the connection was closed */
@@ -2246,10 +2431,9 @@ token_json(const struct kwd_msg *m, size_t *ret_len)
 }
 
 static enum MHD_Result
-answer(struct MHD_Connection *mc, struct req *r, struct chan *ch)
+answer(struct MHD_Connection *mc, struct req *r, const struct kwd_msg *m)
 {
 	const struct route_info *ri = &routes[r->route];
-	const struct kwd_msg *m = &ch->msg;
 	enum MHD_Result ok;
 	size_t len = 0;
 	char *body;
@@ -2310,8 +2494,8 @@ answer(struct MHD_Connection *mc, struct req *r, struct chan *ch)
 	return ok;
 }
 
-static enum MHD_Result do_health(struct MHD_Connection *mc, struct req *r,
-    struct chan *ch);
+static enum MHD_Result health_answer(struct MHD_Connection *mc, struct req *r,
+    const struct kwd_msg *m);
 
 static enum MHD_Result
 process(struct MHD_Connection *mc, struct req *r)
@@ -2321,14 +2505,18 @@ process(struct MHD_Connection *mc, struct req *r)
 	struct kwd_req *q;
 	struct chan *ch;
 	char err[256];
-	enum MHD_Result ok;
 	int rv;
 
-	ch = thread_chan();
+	ch = pick_chan();
 	if (ch == NULL)
 		return send_unavailable(mc, r);
-	if (r->route == RT_HEALTH)
-		return do_health(mc, r, ch);
+	if (r->route == RT_HEALTH) {
+		kwd_msg_begin(&ch->out, KWD_MSG_HEALTH, r->rid);
+		if (ask(mc, r, ch, KWD_MSG_R_HEALTH, THEN_HEALTH,
+		        HEALTH_TIMEOUT_MS) == KW_OK)
+			return MHD_YES;
+		return health_answer(mc, r, NULL);
+	}
 	q = &ch->req;
 	rv = kwd_req_parse(ri->kind, r->body, r->body_len, q, err, sizeof err);
 	if (rv == KW_ERR_TOO_LARGE)
@@ -2437,17 +2625,190 @@ process(struct MHD_Connection *mc, struct req *r)
 	}
 	if (c->remote[0] != '\0')
 		kwd_msg_put_str(&ch->out, KWD_TAG_REMOTE, c->remote);
-	rv = call(ch, r->rid, ri->answer, IPC_TIMEOUT_MS);
+	rv = ask(mc, r, ch, ri->answer, THEN_ANSWER, IPC_TIMEOUT_MS);
+	if (rv == KW_OK)
+		return MHD_YES; /* conclude() answers */
 	if (rv == KW_ERR_INTERNAL)
 		return send_internal(mc, r);
-	if (rv != KW_OK)
-		return send_unavailable(mc, r);
-	ok = answer(mc, r, ch);
-	chan_wipe_in(ch);
-	kw_log(KW_LOG_DEBUG, "front.request", routes[r->route].label,
-	    KW_F("rid", r->rid_hex), KW_F("identity", c->identity),
-	    KW_F("path", r->uri), KW_F("status", r->status));
-	return ok;
+	return send_unavailable(mc, r);
+}
+
+/* ---- the event loops ---- */
+
+/*
+ * conclude: answer the suspended request of P with the keeper's answer M
+ * (rv KW_OK) or without one (KW_ERR_TIMEOUT: its deadline passed;
+ * KW_ERR_UNAVAILABLE: the front is stopping), and resume its connection.
+ * MHD allows a response to be queued on a suspended connection; MHD then
+ * sends it without calling the handler again, unless none could be
+ * queued (r->failed: the handler closes the connection).
+ */
+static void
+conclude(struct pend *p, const struct kwd_msg *m, int rv)
+{
+	struct MHD_Connection *mc = p->mc;
+	struct req *r = p->r;
+	enum MHD_Result ok;
+
+	p->mc = NULL;
+	p->r = NULL;
+	switch (p->then) {
+	case THEN_ANSWER:
+		if (rv != KW_OK) {
+			ok = send_unavailable(mc, r);
+			break;
+		}
+		ok = answer(mc, r, m);
+		kw_log(KW_LOG_DEBUG, "front.request", routes[r->route].label,
+		    KW_F("rid", r->rid_hex),
+		    KW_F("identity", r->conn->identity), KW_F("path", r->uri),
+		    KW_F("status", r->status));
+		break;
+	case THEN_REJECT:
+		if (rv == KW_OK && m->type == KWD_MSG_R_ERROR)
+			kw_log(KW_LOG_WARN, "front.audit",
+			    "the keeper refused an audit event",
+			    KW_F("rid", r->rid_hex));
+		ok = send_error(mc, r, r->rj_status, r->rj_code, r->rj_msg,
+		    &r->rj_x);
+		break;
+	default:
+		ok = health_answer(mc, r, rv == KW_OK ? m : NULL);
+		break;
+	}
+	r->failed = ok != MHD_YES;
+	MHD_resume_connection(mc);
+}
+
+/*
+ * Read every answer queued on CH and conclude its request. true: a
+ * connection was resumed (MHD has work). A broken protocol stops the
+ * front.
+ */
+static bool
+drain(struct chan *ch)
+{
+	bool resumed = false;
+
+	for (;;) {
+		struct pend *p;
+		int rv;
+
+		rv = kwd_ipc_chan_recv(ch->fd, ch->in, &ch->inlen, 0);
+		if (rv == KW_ERR_TIMEOUT)
+			return resumed; /* nothing more queued */
+		if (rv == KW_ERR_IO) {
+			ch->inlen = 0;
+			set_fatal("the keeper channel is closed (receive)");
+			return resumed;
+		}
+		if (rv != KW_OK) {
+			ch->inlen = 0;
+			set_fatal("unreadable answer from the keeper");
+			return resumed;
+		}
+		rv = kwd_msg_decode(ch->in, ch->inlen, KWD_FROM_KEEPER,
+		    &ch->msg);
+		if (rv != KW_OK) {
+			chan_wipe_in(ch);
+			set_fatal("malformed answer from the keeper");
+			return resumed;
+		}
+		p = ch->qlen > 0 ? &ch->q[ch->qhead] : NULL;
+		if (p == NULL || ch->msg.rid != p->rid) {
+			chan_wipe_in(ch);
+			set_fatal("answer from the keeper with a request id "
+			          "that was not asked for");
+			return resumed;
+		}
+		if (ch->msg.type != p->want &&
+		    ch->msg.type != KWD_MSG_R_ERROR) {
+			chan_wipe_in(ch);
+			set_fatal("answer from the keeper of the wrong type");
+			return resumed;
+		}
+		ch->qhead = (ch->qhead + 1) % ch->qcap;
+		ch->qlen--;
+		if (p->mc != NULL) {
+			conclude(p, &ch->msg, KW_OK);
+			resumed = true;
+		}
+		/* Answers may carry a DEK: gone before the next one. */
+		chan_wipe_in(ch);
+	}
+}
+
+/* Answer 503 to the requests of L whose deadline has passed. */
+static bool
+sweep(struct loop *l, int64_t now)
+{
+	bool resumed = false;
+
+	for (size_t i = l->idx; i < F.napi; i += F.nloops) {
+		struct chan *ch = &F.chans[i];
+
+		for (size_t j = 0; j < ch->qlen; j++) {
+			struct pend *p = &ch->q[(ch->qhead + j) % ch->qcap];
+
+			if (p->mc == NULL || now < p->deadline_ms)
+				continue;
+			kw_log(KW_LOG_WARN, "front.ipc_timeout",
+			    "the keeper did not answer in time",
+			    KW_F("rid", p->r->rid_hex),
+			    KW_F("type", kwd_msg_type_name(p->want)));
+			conclude(p, NULL, KW_ERR_TIMEOUT);
+			resumed = true;
+		}
+	}
+	return resumed;
+}
+
+#define LOOP_EVENTS 32
+#define LOOP_MHD UINT64_MAX /* epoll data of MHD's own descriptor */
+
+static void *
+loop_main(void *arg)
+{
+	struct loop *l = arg;
+	struct epoll_event ev[LOOP_EVENTS];
+
+	my_loop = l;
+	while (!atomic_load(&F.stop) && atomic_load(&F.fatal) == 0) {
+		MHD_UNSIGNED_LONG_LONG mt;
+		int timeout = IPC_TICK_MS, n;
+		bool run = false;
+		int64_t now;
+
+		if (MHD_get_timeout(l->d, &mt) == MHD_YES &&
+		    mt < (MHD_UNSIGNED_LONG_LONG)timeout)
+			timeout = (int)mt;
+		n = epoll_wait(l->efd, ev, LOOP_EVENTS, timeout);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			set_fatal("epoll_wait failed in an event loop");
+			break;
+		}
+		/* Nothing ready: a timeout of MHD's may be due. */
+		run = n == 0 || timeout == 0;
+		for (int i = 0; i < n; i++) {
+			if (ev[i].data.u64 == LOOP_MHD)
+				run = true;
+			else if (drain(&F.chans[ev[i].data.u64]))
+				run = true;
+		}
+		now = now_ms();
+		if (now >= l->next_sweep_ms) {
+			run = sweep(l, now) || run;
+			l->next_sweep_ms = now + IPC_TICK_MS;
+		}
+		/* Resumed connections, and requests that arrived. */
+		if (run && MHD_run(l->d) != MHD_YES) {
+			set_fatal("MHD_run failed in an event loop");
+			break;
+		}
+	}
+	return NULL;
 }
 
 static enum MHD_Result
@@ -2476,6 +2837,8 @@ api_handler(void *cls, struct MHD_Connection *mc, const char *url,
 	(void)cls;
 	if (r == NULL)
 		return MHD_NO; /* out of memory at connection start */
+	if (r->failed)
+		return MHD_NO; /* resumed without a response: close */
 	if (r->state == RS_NEW) {
 		r->state = RS_BODY;
 		/* The whole body within one more header_timeout_ms. */
@@ -2662,31 +3025,23 @@ do_metrics(struct MHD_Connection *mc, struct req *r, struct chan *ch)
 	return send_text(mc, r, t.buf, t.len);
 }
 
+/* The health answer from the keeper's HEALTH answer M (NULL: none). */
 static enum MHD_Result
-do_health(struct MHD_Connection *mc, struct req *r, struct chan *ch)
+health_answer(struct MHD_Connection *mc, struct req *r, const struct kwd_msg *m)
 {
 	struct extra x = {.retry_after = 1};
 	uint8_t hsm = 0, aud = 0;
 	char reason[513] = "";
-	int rv = KW_ERR_UNAVAILABLE;
 
-	if (ch != NULL) {
-		kwd_msg_begin(&ch->out, KWD_MSG_HEALTH, r->rid);
-		rv = call(ch, r->rid, KWD_MSG_R_HEALTH, HEALTH_TIMEOUT_MS);
-	}
-	if (rv != KW_OK || ch->msg.type != KWD_MSG_R_HEALTH ||
-	    !kwd_msg_u8(&ch->msg, KWD_TAG_HSM_OK, &hsm) ||
-	    !kwd_msg_u8(&ch->msg, KWD_TAG_AUDIT_OK, &aud)) {
-		if (ch != NULL)
-			chan_wipe_in(ch);
+	if (m == NULL || m->type != KWD_MSG_R_HEALTH ||
+	    !kwd_msg_u8(m, KWD_TAG_HSM_OK, &hsm) ||
+	    !kwd_msg_u8(m, KWD_TAG_AUDIT_OK, &aud))
 		return send_json(mc, r, MHD_HTTP_SERVICE_UNAVAILABLE,
 		    json_pack("{s:s,s:s,s:s,s:s}", "status", "unavailable",
 		        "hsm", "unknown", "audit", "unknown", "reason",
 		        "the keeper did not answer within 1 s"),
 		    &x);
-	}
-	(void)kwd_msg_str(&ch->msg, KWD_TAG_REASON, 0, reason, sizeof reason);
-	chan_wipe_in(ch);
+	(void)kwd_msg_str(m, KWD_TAG_REASON, 0, reason, sizeof reason);
 	if (hsm && aud)
 		return send_json(mc, r, MHD_HTTP_OK,
 		    json_pack("{s:s,s:s,s:s}", "status", "ok", "hsm", "ok",
@@ -2699,6 +3054,22 @@ do_health(struct MHD_Connection *mc, struct req *r, struct chan *ch)
 	                  : (!hsm ? "the HSM is unavailable"
 	                          : "the audit log cannot be written")),
 	    &x);
+}
+
+/* GET /v1/health on the metrics listener: a blocking call on CH. */
+static enum MHD_Result
+do_health(struct MHD_Connection *mc, struct req *r, struct chan *ch)
+{
+	enum MHD_Result ok;
+
+	if (ch == NULL)
+		return health_answer(mc, r, NULL);
+	kwd_msg_begin(&ch->out, KWD_MSG_HEALTH, r->rid);
+	if (call(ch, r->rid, KWD_MSG_R_HEALTH, HEALTH_TIMEOUT_MS) != KW_OK)
+		return health_answer(mc, r, NULL);
+	ok = health_answer(mc, r, &ch->msg);
+	chan_wipe_in(ch);
+	return ok;
 }
 
 static enum MHD_Result
@@ -2914,7 +3285,10 @@ init_state(const struct kwd_front_args *args)
 
 	memset(&F, 0, sizeof F);
 	F.cfg = cfg;
-	F.workers = api;
+	F.napi = api;
+	F.nloops = KWD_FRONT_LOOPS(cfg);
+	if (F.nloops > api)
+		F.nloops = api;
 	F.nchan = args->nchan;
 	F.metrics_chan = args->metrics_fd >= 0 ? (int)args->nchan - 1 : -1;
 	atomic_store(&F.starting, true);
@@ -2926,8 +3300,15 @@ init_state(const struct kwd_front_args *args)
 		    KW_F("workers", cfg->workers));
 		return KW_ERR_CONFIG;
 	}
-	if (pthread_mutex_init(&F.reg_lock, NULL) != 0)
+	if (pthread_mutex_init(&F.reg_lock, NULL) != 0 ||
+	    pthread_mutex_init(&F.ip_lock, NULL) != 0)
 		return KW_ERR_NOMEM;
+	if (F.nloops > 1) {
+		F.nips = (size_t)cfg->limits.max_connections;
+		F.ips = calloc(F.nips, sizeof *F.ips);
+		if (F.ips == NULL)
+			return KW_ERR_NOMEM;
+	}
 	/* Guarded, locked, not in core dumps: answers carry DEKs. */
 	F.chans = sodium_malloc(args->nchan * sizeof *F.chans);
 	F.rl = calloc(RL_SETS, sizeof *F.rl);
@@ -2935,8 +3316,25 @@ init_state(const struct kwd_front_args *args)
 	if (F.chans == NULL || F.rl == NULL || F.m == NULL)
 		return KW_ERR_NOMEM;
 	memset(F.chans, 0, args->nchan * sizeof *F.chans);
+	F.loops = calloc(F.nloops, sizeof *F.loops);
+	if (F.loops == NULL)
+		return KW_ERR_NOMEM;
+	for (size_t i = 0; i < F.nloops; i++) {
+		F.loops[i].idx = i;
+		F.loops[i].efd = -1;
+	}
 	for (size_t i = 0; i < args->nchan; i++) {
 		F.chans[i].fd = args->chan[i];
+		if (i < api) {
+			/* A connection has one request in flight at most;
+			 * room for as many given up on. */
+			F.chans[i].qcap =
+			    2 * (size_t)cfg->limits.max_connections + 16;
+			F.chans[i].q =
+			    calloc(F.chans[i].qcap, sizeof *F.chans[i].q);
+			if (F.chans[i].q == NULL)
+				return KW_ERR_NOMEM;
+		}
 		/* Blocking receives bounded by IPC_TICK_MS (msg.h): one
 		 * recvmsg per answer. Sends never block (a keeper that
 		 * stopped reading gets 503, not a hung server thread):
@@ -2956,8 +3354,19 @@ init_state(const struct kwd_front_args *args)
 static void
 free_state(void)
 {
-	if (F.chans != NULL)
+	if (F.chans != NULL) {
+		for (size_t i = 0; i < F.nchan; i++)
+			free(F.chans[i].q);
 		sodium_free(F.chans);
+	}
+	if (F.loops != NULL)
+		for (size_t i = 0; i < F.nloops; i++)
+			if (F.loops[i].efd >= 0)
+				close(F.loops[i].efd);
+	free(F.loops);
+	F.loops = NULL;
+	free(F.ips);
+	F.ips = NULL;
 	free(F.rl);
 	free(F.m);
 	F.chans = NULL;
@@ -2965,27 +3374,34 @@ free_state(void)
 	F.m = NULL;
 }
 
-static struct MHD_Daemon *
-start_api(const struct kwd_front_args *args, const char *cert, const char *key,
-    const char *ca)
+/*
+ * An event loop's MHD daemon: external epoll mode (the loop runs it), on
+ * the shared listening socket (every loop accepts), and its epoll set.
+ */
+static int
+start_loop(struct loop *l, const struct kwd_front_args *args, const char *cert,
+    const char *key, const char *ca)
 {
 	static const bool api = true;
 	const struct kwd_config *cfg = args->cfg;
+	unsigned limit = (unsigned)(cfg->limits.max_connections / F.nloops);
+	const union MHD_DaemonInfo *di;
+	struct epoll_event ev;
 
-	/* MHD_USE_ITC: MHD_quiesce_daemon needs it (stop_daemon). */
-	return MHD_start_daemon(MHD_USE_TLS | MHD_USE_EPOLL_INTERNAL_THREAD |
-	        MHD_USE_ITC | MHD_USE_ERROR_LOG,
+	if (limit == 0)
+		limit = 1;
+	l->d = MHD_start_daemon(MHD_USE_TLS | MHD_USE_EPOLL |
+	        MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
 	    0, NULL, NULL, api_handler, NULL,
 	    /* First: MHD logs the options that follow through it. */
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
 	    MHD_OPTION_LISTEN_SOCKET, (MHD_socket)args->api_fd,
-	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)F.workers,
 	    MHD_OPTION_HTTPS_MEM_KEY, key, MHD_OPTION_HTTPS_MEM_CERT, cert,
 	    /* The trust list makes GnuTLS request (not require) a client
 	     * certificate: authenticate() does the rest. */
 	    MHD_OPTION_HTTPS_MEM_TRUST, ca, MHD_OPTION_HTTPS_PRIORITIES,
-	    PRIORITIES, MHD_OPTION_CONNECTION_LIMIT,
-	    (unsigned int)cfg->limits.max_connections,
+	    PRIORITIES, MHD_OPTION_CONNECTION_LIMIT, limit,
+	    /* Per daemon; across loops, per_ip_take() counts. */
 	    MHD_OPTION_PER_IP_CONNECTION_LIMIT,
 	    (unsigned int)cfg->limits.per_ip_connections,
 	    MHD_OPTION_CONNECTION_TIMEOUT,
@@ -2995,6 +3411,24 @@ start_api(const struct kwd_front_args *args, const char *cert, const char *key,
 	    MHD_OPTION_NOTIFY_CONNECTION, notify_conn, (void *)&api,
 	    MHD_OPTION_URI_LOG_CALLBACK, uri_log, NULL,
 	    MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_END);
+	if (l->d == NULL)
+		return KW_ERR_IO;
+	di = MHD_get_daemon_info(l->d, MHD_DAEMON_INFO_EPOLL_FD);
+	l->efd = epoll_create1(EPOLL_CLOEXEC);
+	if (di == NULL || l->efd < 0)
+		return KW_ERR_IO;
+	memset(&ev, 0, sizeof ev);
+	ev.events = EPOLLIN;
+	ev.data.u64 = LOOP_MHD;
+	if (epoll_ctl(l->efd, EPOLL_CTL_ADD, di->epoll_fd, &ev) != 0)
+		return KW_ERR_IO;
+	for (size_t i = l->idx; i < F.napi; i += F.nloops) {
+		ev.events = EPOLLIN;
+		ev.data.u64 = i;
+		if (epoll_ctl(l->efd, EPOLL_CTL_ADD, F.chans[i].fd, &ev) != 0)
+			return KW_ERR_IO;
+	}
+	return KW_OK;
 }
 
 static struct MHD_Daemon *
@@ -3033,6 +3467,36 @@ stop_daemon(struct MHD_Daemon *d)
 		close(fd);
 }
 
+/*
+ * Stop the event loops (F.stop is set), answer what still waits for the
+ * keeper with 503 (MHD refuses to stop with suspended connections) and
+ * stop their daemons.
+ */
+static void
+stop_loops(void)
+{
+	if (F.loops == NULL)
+		return;
+	for (size_t i = 0; i < F.nloops; i++)
+		if (F.loops[i].started)
+			pthread_join(F.loops[i].thread, NULL);
+	for (size_t i = 0; i < F.napi && F.chans != NULL; i++) {
+		struct chan *ch = &F.chans[i];
+
+		for (size_t j = 0; j < ch->qlen; j++) {
+			struct pend *p = &ch->q[(ch->qhead + j) % ch->qcap];
+
+			if (p->mc != NULL)
+				conclude(p, NULL, KW_ERR_UNAVAILABLE);
+		}
+		ch->qlen = 0;
+	}
+	for (size_t i = 0; i < F.nloops; i++) {
+		stop_daemon(F.loops[i].d);
+		F.loops[i].d = NULL;
+	}
+}
+
 /* Wait for SIGTERM/SIGINT (0) or a fatal condition (1). */
 static int
 wait_signals(const sigset_t *set)
@@ -3059,7 +3523,7 @@ wait_signals(const sigset_t *set)
 int
 kwd_front_run(const struct kwd_front_args *args)
 {
-	struct MHD_Daemon *api = NULL, *met = NULL;
+	struct MHD_Daemon *met = NULL;
 	char *cert = NULL, *key = NULL, *ca = NULL;
 	struct pollfd *pfd = NULL;
 	pthread_t wd;
@@ -3111,11 +3575,12 @@ kwd_front_run(const struct kwd_front_args *args)
 		goto out;
 	wd_started = true;
 
-	api = start_api(args, cert, key, ca);
-	if (api == NULL) {
-		kw_log(KW_LOG_ERR, "front.start",
-		    "the API listener cannot start", );
-		goto out;
+	for (size_t i = 0; i < F.nloops; i++) {
+		if (start_loop(&F.loops[i], args, cert, key, ca) != KW_OK) {
+			kw_log(KW_LOG_ERR, "front.start",
+			    "the API listener cannot start", );
+			goto out;
+		}
 	}
 	if (args->metrics_fd >= 0) {
 		met = start_metrics(args);
@@ -3128,6 +3593,15 @@ kwd_front_run(const struct kwd_front_args *args)
 	/* GnuTLS holds its own copies now. */
 	free_tls(cert, key, ca);
 	cert = key = ca = NULL;
+	for (size_t i = 0; i < F.nloops; i++) {
+		if (pthread_create(&F.loops[i].thread, NULL, loop_main,
+		        &F.loops[i]) != 0) {
+			kw_log(KW_LOG_ERR, "front.start",
+			    "an event loop cannot start", );
+			goto out;
+		}
+		F.loops[i].started = true;
+	}
 
 	if (kwd_sandbox_seccomp_front() != KW_OK) {
 		kw_log(KW_LOG_ERR, "front.sandbox",
@@ -3136,13 +3610,14 @@ kwd_front_run(const struct kwd_front_args *args)
 	}
 	atomic_store(&F.starting, false);
 	kw_log(KW_LOG_INFO, "front.ready", "serving",
-	    KW_F("threads", (unsigned long)F.workers),
+	    KW_F("threads", (unsigned long)F.nloops),
+	    KW_F("channels", (unsigned long)F.napi),
 	    KW_F("metrics", args->metrics_fd >= 0 ? "on" : "off"));
 	status = wait_signals(&set);
 out:
 	stop_daemon(met);
-	stop_daemon(api);
 	atomic_store(&F.stop, true);
+	stop_loops();
 	if (wd_started)
 		pthread_join(wd, NULL);
 	free(pfd);

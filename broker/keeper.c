@@ -111,15 +111,10 @@ struct keeper {
 	_Atomic uint64_t hsm_sum_ns;
 };
 
-/* Channels one worker serves: its API channels, or the metrics one. */
-#define WORKER_CHANS KWD_FRONT_PER_WORKER
-
+/* One worker serves one channel: an API one, or the metrics one. */
 struct worker {
 	struct keeper *k;
-	int fd[WORKER_CHANS]; /* -1: closed */
-	size_t nfd;
-	size_t live; /* channels not closed */
-	size_t next; /* where the next look for a request starts */
+	int fd; /* -1: closed */
 	struct kwd_p11_worker *w;
 	pthread_t thread;
 	unsigned char in[KWD_MSG_MAX];
@@ -2331,16 +2326,14 @@ serve(struct worker *wk, int fd, size_t len)
 }
 
 static void
-close_chan(struct worker *wk, size_t c)
+close_chan(struct worker *wk)
 {
 	struct keeper *k = wk->k;
 
-	close(wk->fd[c]);
-	wk->fd[c] = -1;
-	wk->live--;
-	/* The keeper keeps serving its other channels; once the front is
-	 * gone, all of them end and so does the keeper (the master then
-	 * starts a new pair). */
+	close(wk->fd);
+	wk->fd = -1;
+	/* Once the front is gone, every channel ends and so does the
+	 * keeper (the master then starts a new pair). */
 	if (atomic_fetch_sub(&k->live_chans, 1) == 1)
 		atomic_store(&k->stop, true);
 }
@@ -2353,36 +2346,11 @@ idle_tick(struct worker *wk)
 }
 
 /*
- * Wait up to RECV_TICK_MS for a request on any live channel (several:
- * poll). true: one may be there now.
- */
-static bool
-wait_any(struct worker *wk)
-{
-	struct pollfd pfd[WORKER_CHANS];
-	size_t n = 0;
-	int rv;
-
-	for (size_t c = 0; c < wk->nfd; c++) {
-		if (wk->fd[c] < 0)
-			continue;
-		pfd[n].fd = wk->fd[c];
-		pfd[n].events = POLLIN;
-		pfd[n].revents = 0;
-		n++;
-	}
-	rv = poll(pfd, n, RECV_TICK_MS);
-	if (rv == 0)
-		idle_tick(wk);
-	return rv > 0;
-}
-
-/*
- * A worker's loop. With one channel: one blocking receive per request.
- * With several: a look at each in turn, starting after the one answered
- * last (so that none starves), taking only what is queued; under load
- * the next front thread's request is there and the worker goes on
- * without sleeping. Only when all are empty does it wait (poll).
+ * A worker's loop: one blocking receive per request. The front does not
+ * wait for an answer before it sends its next request, so under load the
+ * next one is queued when an answer has gone and the worker goes on
+ * without sleeping; idle, it wakes every RECV_TICK_MS for the stop flag
+ * and the audit log's periodic sync.
  */
 static void *
 worker_main(void *arg)
@@ -2392,41 +2360,15 @@ worker_main(void *arg)
 	size_t len;
 	int rv;
 
-	while (!atomic_load(&k->stop) && wk->live > 0) {
-		bool idle = true;
-
-		if (wk->live == 1) {
-			size_t c = 0;
-
-			while (wk->fd[c] < 0)
-				c++;
-			rv = kwd_ipc_chan_recv(wk->fd[c], wk->in, &len,
-			    RECV_TICK_MS);
-			if (rv == KW_ERR_TIMEOUT)
-				idle_tick(wk);
-			else if (rv != KW_OK || !serve(wk, wk->fd[c], len))
-				close_chan(wk, c);
-			continue;
-		}
-		for (size_t j = 0; j < wk->nfd && idle; j++) {
-			size_t c = (wk->next + j) % wk->nfd;
-
-			if (wk->fd[c] < 0)
-				continue;
-			rv = kwd_ipc_chan_recv(wk->fd[c], wk->in, &len, 0);
-			if (rv == KW_ERR_TIMEOUT)
-				continue; /* nothing queued */
-			idle = false;
-			if (rv != KW_OK || !serve(wk, wk->fd[c], len))
-				close_chan(wk, c);
-			wk->next = (c + 1) % wk->nfd;
-		}
-		if (idle)
-			(void)wait_any(wk);
+	while (!atomic_load(&k->stop) && wk->fd >= 0) {
+		rv = kwd_ipc_chan_recv(wk->fd, wk->in, &len, RECV_TICK_MS);
+		if (rv == KW_ERR_TIMEOUT)
+			idle_tick(wk);
+		else if (rv != KW_OK || !serve(wk, wk->fd, len))
+			close_chan(wk);
 	}
-	for (size_t c = 0; c < wk->nfd; c++)
-		if (wk->fd[c] >= 0)
-			close_chan(wk, c);
+	if (wk->fd >= 0)
+		close_chan(wk);
 	return NULL;
 }
 
@@ -2575,12 +2517,12 @@ kwd_keeper_run(const struct kwd_keeper_args *a)
 		    KW_F("error", kw_error_name(err)));
 	}
 
-	/* API channel i goes to worker i % workers (each gets
-	 * KWD_FRONT_PER_WORKER of them); the last channel, the metrics
-	 * listener's, to a worker of its own. */
+	/* API channel i goes to worker i (KWD_FRONT_PER_WORKER is one);
+	 * the last channel, the metrics listener's, to a worker of its
+	 * own. */
 	napi = a->nchan > 0 ? a->nchan - 1 : 0;
-	nwk = a->cfg->workers < napi ? a->cfg->workers : napi;
-	if (nwk == 0 || (napi + nwk - 1) / nwk > WORKER_CHANS) {
+	nwk = napi;
+	if (nwk == 0 || nwk != KWD_API_CHANNELS(a->cfg)) {
 		kw_log(KW_LOG_ERR, "keeper.channels",
 		    "channels and workers do not match",
 		    KW_F("channels", (unsigned long)a->nchan),
@@ -2602,11 +2544,8 @@ kwd_keeper_run(const struct kwd_keeper_args *a)
 	}
 	atomic_store(&k.live_chans, a->nchan);
 	for (size_t i = 0; i < a->nchan; i++) {
-		struct worker *wk = &wks[i < napi ? i % (nwk - 1) : nwk - 1];
-
-		wk->k = &k;
-		wk->fd[wk->nfd++] = a->chan[i];
-		wk->live++;
+		wks[i].k = &k;
+		wks[i].fd = a->chan[i];
 	}
 	for (size_t i = 0; i < nwk; i++) {
 		if (pthread_create(&wks[i].thread, NULL, worker_main,

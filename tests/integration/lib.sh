@@ -44,7 +44,17 @@ kw_cleanup() {
 		done
 		kill -KILL "$KW_PID" 2>/dev/null || true
 	fi
+	# A sanitizer report from any keywardd process fails the test, even
+	# one whose process the master restarted without the test noticing.
+	local rc=0
+	if [ -n "${KW_DIR:-}" ] && [ -f "$KW_DIR/daemon.log" ] &&
+		grep -q 'ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:' "$KW_DIR/daemon.log"; then
+		echo "FAIL: a sanitizer report in keywardd's log:" >&2
+		grep -A20 'ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:' "$KW_DIR/daemon.log" | head -60 >&2
+		rc=1
+	fi
 	[ -n "${KW_DIR:-}" ] && [ -z "${KW_KEEP:-}" ] && rm -rf "$KW_DIR"
+	[ "$rc" = 0 ] || exit 1
 	return 0
 }
 

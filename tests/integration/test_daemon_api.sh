@@ -175,12 +175,13 @@ cp "$KW_DIR/policy.good" "$pol"
 kill -HUP "$KW_PID"
 sleep 1
 
-# --- concurrency: two front threads per keeper worker (workers=2: four
-# API channels and the metrics one), eight keep-alive connections at once;
-# every request answered and audited exactly once
-grep -q 'event=keeper.ready .*workers=3 channels=5' "$KW_DIR/daemon.log" ||
+# --- concurrency: one channel per keeper worker (workers=2: two API
+# channels and the metrics one), one front event loop for both, eight
+# keep-alive connections at once, so that requests are in flight on both
+# channels together; every request answered and audited exactly once
+grep -q 'event=keeper.ready .*workers=3 channels=3' "$KW_DIR/daemon.log" ||
 	kw_fail "keeper channels: $(grep keeper.ready "$KW_DIR/daemon.log")"
-grep -q 'event=front.ready .*threads=4' "$KW_DIR/daemon.log" ||
+grep -q 'event=front.ready .*threads=1 channels=2' "$KW_DIR/daemon.log" ||
 	kw_fail "front threads: $(grep front.ready "$KW_DIR/daemon.log")"
 audit=$(kw_audit)
 before=$(wc -l <"$audit")
