@@ -59,4 +59,21 @@ int kw_context_json(kw_client *c, const struct kw_context_pair *ctx,
 /* kw_path_escape_ok: key names go into URL paths only if canonical. */
 bool kw_key_name_ok(kw_client *c, const char *name);
 
+/*
+ * The parsers of the answers that carry a secret, apart from the calls
+ * that receive them so that tests/fuzz/ reaches them without a server.
+ * ans is the answer as kw_call() gives it: len bytes, NUL-terminated
+ * (ans[len] == '\0'), in locked memory; the secret's member is blanked in
+ * place. c may be NULL (no message is then kept).
+ *
+ * kw_datakey_parse_answer: the answer of datakey (wrapped NULL) or of
+ * decrypt of wrapped, for key key_name.
+ */
+KW_WUR int kw_datakey_parse_answer(kw_client *c, const char *key_name,
+    const char *wrapped, char *ans, size_t len, kw_datakey **ret_dk);
+
+/* kw_token_parse_answer: the answer of POST /v1/tokens. */
+KW_WUR int kw_token_parse_answer(kw_client *c, char *ans, size_t len,
+    char **ret_token, unsigned long long *ret_expires);
+
 #endif /* KW_CLIENT_INTERNAL_H */

@@ -213,45 +213,21 @@ request_body(kw_client *c, const char *wrapped,
 	return KW_OK;
 }
 
-static int
-datakey_call(kw_client *c, const char *op, const char *key_name,
-    const char *wrapped, const struct kw_context_pair *ctx, size_t nctx,
-    kw_datakey **ret_dk)
+int
+kw_datakey_parse_answer(kw_client *c, const char *key_name, const char *wrapped,
+    char *ans, size_t len, kw_datakey **ret_dk)
 {
-	char path[128];
-	char *body = NULL;
-	struct kw_secret *ans = NULL, *dek = NULL;
+	struct kw_secret *dek = NULL;
 	kw_datakey *dk = NULL;
 	json_t *root = NULL;
-	size_t len = 0, b64len = 0;
+	size_t b64len = 0;
 	const char *w;
 	int rc;
 
-	if (c == NULL || ret_dk == NULL)
-		return KW_ERR_INVALID;
-	kw_client_clear(c);
-	if (!kw_key_name_ok(c, key_name))
-		return KW_ERR_INVALID;
-	if (wrapped != NULL && !wrapped_ok(wrapped))
-		return kw_client_fail(c, KW_ERR_INVALID,
-		    "wrapped: expected the base64 (RFC 4648, padded) of a "
-		    "wrapped data key, as datakey returned it");
-	rc = request_body(c, wrapped, ctx, nctx, &body);
-	if (rc != KW_OK)
-		return rc;
-	snprintf(path, sizeof path, "/v1/keys/%s/%s", key_name, op);
-	/* Neither call changes state on the server: safe to repeat. */
-	rc = kw_call(c, KW_CALL_SAFE, "POST", path, body, true, &ans, NULL,
-	    &len);
-	free(body);
-	if (rc != KW_OK)
-		return rc;
-
-	rc = take_plaintext(c, (char *)kw_secret_data(ans), &dek, &b64len);
+	rc = take_plaintext(c, ans, &dek, &b64len);
 	if (rc != KW_OK)
 		goto out;
-	root = json_loadb((const char *)kw_secret_data(ans), len,
-	    JSON_REJECT_DUPLICATES, NULL);
+	root = json_loadb(ans, len, JSON_REJECT_DUPLICATES, NULL);
 	if (!json_is_object(root) || !blanked(root, b64len)) {
 		rc = kw_client_fail(c, KW_ERR_PROTOCOL,
 		    "the answer is not the JSON the API describes");
@@ -284,9 +260,44 @@ datakey_call(kw_client *c, const char *op, const char *key_name,
 	rc = KW_OK;
 out:
 	json_decref(root);
-	kw_secret_free(ans);
 	kw_secret_free(dek);
 	kw_datakey_free(dk);
+	return rc;
+}
+
+static int
+datakey_call(kw_client *c, const char *op, const char *key_name,
+    const char *wrapped, const struct kw_context_pair *ctx, size_t nctx,
+    kw_datakey **ret_dk)
+{
+	char path[128];
+	char *body = NULL;
+	struct kw_secret *ans = NULL;
+	size_t len = 0;
+	int rc;
+
+	if (c == NULL || ret_dk == NULL)
+		return KW_ERR_INVALID;
+	kw_client_clear(c);
+	if (!kw_key_name_ok(c, key_name))
+		return KW_ERR_INVALID;
+	if (wrapped != NULL && !wrapped_ok(wrapped))
+		return kw_client_fail(c, KW_ERR_INVALID,
+		    "wrapped: expected the base64 (RFC 4648, padded) of a "
+		    "wrapped data key, as datakey returned it");
+	rc = request_body(c, wrapped, ctx, nctx, &body);
+	if (rc != KW_OK)
+		return rc;
+	snprintf(path, sizeof path, "/v1/keys/%s/%s", key_name, op);
+	/* Neither call changes state on the server: safe to repeat. */
+	rc = kw_call(c, KW_CALL_SAFE, "POST", path, body, true, &ans, NULL,
+	    &len);
+	free(body);
+	if (rc != KW_OK)
+		return rc;
+	rc = kw_datakey_parse_answer(c, key_name, wrapped,
+	    (char *)kw_secret_data(ans), len, ret_dk);
+	kw_secret_free(ans);
 	return rc;
 }
 

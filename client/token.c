@@ -229,33 +229,19 @@ nomem:
 }
 
 int
-kw_token_issue(kw_client *c, const char *audience, const char *const *scopes,
-    size_t n, unsigned ttl, int bind, char **ret_token,
+kw_token_parse_answer(kw_client *c, char *ans, size_t len, char **ret_token,
     unsigned long long *ret_expires)
 {
-	struct kw_secret *ans = NULL;
-	char *body = NULL, *token = NULL;
+	char *token = NULL;
 	json_t *root = NULL, *exp;
-	size_t len = 0, tlen = 0;
+	size_t tlen = 0;
 	const char *type;
 	int rc;
 
-	if (c == NULL || ret_token == NULL)
-		return KW_ERR_INVALID;
-	kw_client_clear(c);
-	rc = issue_body(c, audience, scopes, n, ttl, bind, &body);
-	if (rc != KW_OK)
-		return rc;
-	rc = kw_call(c, KW_CALL_WRITE, "POST", "/v1/tokens", body, true, &ans,
-	    NULL, &len);
-	free(body);
-	if (rc != KW_OK)
-		return rc;
-	rc = take_token(c, (char *)kw_secret_data(ans), &token, &tlen);
+	rc = take_token(c, ans, &token, &tlen);
 	if (rc != KW_OK)
 		goto out;
-	root = json_loadb((const char *)kw_secret_data(ans), len,
-	    JSON_REJECT_DUPLICATES, NULL);
+	root = json_loadb(ans, len, JSON_REJECT_DUPLICATES, NULL);
 	type = json_string_value(json_object_get(root, "token_type"));
 	exp = json_object_get(root, "expires_at");
 	if (!json_is_object(root) || !blanked(root, tlen) || type == NULL ||
@@ -272,8 +258,34 @@ kw_token_issue(kw_client *c, const char *audience, const char *const *scopes,
 	rc = KW_OK;
 out:
 	json_decref(root);
-	kw_secret_free(ans);
 	kw_token_free(token);
+	return rc;
+}
+
+int
+kw_token_issue(kw_client *c, const char *audience, const char *const *scopes,
+    size_t n, unsigned ttl, int bind, char **ret_token,
+    unsigned long long *ret_expires)
+{
+	struct kw_secret *ans = NULL;
+	char *body = NULL;
+	size_t len = 0;
+	int rc;
+
+	if (c == NULL || ret_token == NULL)
+		return KW_ERR_INVALID;
+	kw_client_clear(c);
+	rc = issue_body(c, audience, scopes, n, ttl, bind, &body);
+	if (rc != KW_OK)
+		return rc;
+	rc = kw_call(c, KW_CALL_WRITE, "POST", "/v1/tokens", body, true, &ans,
+	    NULL, &len);
+	free(body);
+	if (rc != KW_OK)
+		return rc;
+	rc = kw_token_parse_answer(c, (char *)kw_secret_data(ans), len,
+	    ret_token, ret_expires);
+	kw_secret_free(ans);
 	return rc;
 }
 
