@@ -782,6 +782,29 @@ kw_key_name_ok(kw_client *c, const char *name)
 	return false;
 }
 
+bool
+kw_answer_top_level(const char *s, const char *at)
+{
+	bool in_string = false;
+	long depth = 0;
+
+	for (const char *p = s; p < at; p++) {
+		if (in_string) {
+			if (*p == '\\')
+				p++; /* the escaped byte; at itself if it is next */
+			else if (*p == '"')
+				in_string = false;
+		} else if (*p == '"') {
+			in_string = true;
+		} else if (*p == '{' || *p == '[') {
+			depth++;
+		} else if (*p == '}' || *p == ']') {
+			depth--;
+		}
+	}
+	return !in_string && depth == 1 && at[0] == '"';
+}
+
 static bool
 context_key_ok(const char *k)
 {

@@ -60,6 +60,17 @@ int kw_context_json(kw_client *c, const struct kw_context_pair *ctx,
 bool kw_key_name_ok(kw_client *c, const char *name);
 
 /*
+ * kw_answer_top_level: whether at, a point of the answer text s (at >= s),
+ * is a '"' outside every string and directly inside the outermost object
+ * or array. The parsers below find a secret's member by scanning the text
+ * for "name":"; in valid JSON such a string there, followed by a colon,
+ * is a member name of the top-level object: the member jansson gives
+ * them, not one nested deeper nor part of another string. Nothing else
+ * of the JSON is checked here; jansson does that.
+ */
+bool kw_answer_top_level(const char *s, const char *at);
+
+/*
  * The parsers of the answers that carry a secret, apart from the calls
  * that receive them so that tests/fuzz/ reaches them without a server.
  * ans is the answer as kw_call() gives it: len bytes, NUL-terminated

@@ -7,8 +7,13 @@
  * base64 is then overwritten with 'A's in place before the answer is
  * given to jansson for the other members: jansson copies strings into
  * its own, unlocked heap, so it never sees the DEK. That the member found
- * by the scan is the one jansson parses is checked afterwards (same
- * length, all 'A's), so a crafted answer cannot make the two disagree.
+ * by the scan is the one jansson parses is checked twice: the match must
+ * be a member name of the top-level object (kw_answer_top_level), not a
+ * nested member nor text inside another string, which a crafted answer
+ * could pair with a top-level "plaintext" spelled so that the scan misses
+ * it (an escape in the name, a space before the colon); and jansson's
+ * "plaintext" must be the blanked text (same length, all 'A's). So a
+ * crafted answer cannot make the two disagree.
  *
  * SPDX-License-Identifier: Apache-2.0
  */
@@ -100,6 +105,10 @@ take_plaintext(kw_client *c, char *buf, struct kw_secret **ret_dek,
 	if (again != NULL)
 		return kw_client_fail(c, KW_ERR_PROTOCOL,
 		    "the answer has two data keys");
+	if (!kw_answer_top_level(buf, start))
+		return kw_client_fail(c, KW_ERR_PROTOCOL,
+		    "the answer's data key is not a member of its top-level "
+		    "object");
 	start += sizeof member - 1;
 	end = strchr(start, '"');
 	if (end == NULL)

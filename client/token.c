@@ -7,7 +7,8 @@
  * a kw_secret and overwritten with 'A's in place before jansson parses the
  * rest, as datakey.c does with a DEK, so the token never reaches
  * jansson's unlocked heap; that the member blanked is the one jansson
- * reads is checked afterwards. The caller gets a char * into the
+ * reads is checked as there (a member name of the top-level object
+ * before, the blanked text after). The caller gets a char * into the
  * kw_secret; kw_token_free() finds the kw_secret again through a header
  * stored just before the token and wipes it.
  *
@@ -132,6 +133,10 @@ take_token(kw_client *c, char *buf, char **ret_token, size_t *ret_len)
 	if (strstr(start + 1, member) != NULL)
 		return kw_client_fail(c, KW_ERR_PROTOCOL,
 		    "the answer has two tokens");
+	if (!kw_answer_top_level(buf, start))
+		return kw_client_fail(c, KW_ERR_PROTOCOL,
+		    "the answer's token is not a member of its top-level "
+		    "object");
 	start += sizeof member - 1;
 	end = strchr(start, '"');
 	if (end == NULL)
