@@ -81,6 +81,27 @@ kw_datakey_key_version(const kw_datakey *dk)
 }
 
 /*
+ * b64_chars_ok: s[0..len) is of the base64 alphabet (RFC 4648 section 4),
+ * '=' only in the last two places. sodium_base642bin() alone is not
+ * enough: libsodium 1.0.18 decodes every byte above 0x7f as the digit 63
+ * ('/'), so that a DEK could be read from text that is not base64 (nor
+ * UTF-8: the blanking would hide that from jansson).
+ */
+static bool
+b64_chars_ok(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		char ch = s[i];
+
+		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+		        (ch >= '0' && ch <= '9') || ch == '+' || ch == '/' ||
+		        (ch == '=' && i + 2 >= len)))
+			return false;
+	}
+	return true;
+}
+
+/*
  * take_plaintext: decodes the one "plaintext" member of the answer in
  * buf (locked, NUL-terminated) into *ret_dek and blanks it in buf.
  * ret_b64len: the length of the blanked base64, for the check against
@@ -118,7 +139,8 @@ take_plaintext(kw_client *c, char *buf, struct kw_secret **ret_dek,
 	if (rc != KW_OK)
 		return kw_client_fail(c, rc,
 		    "no locked memory for the data key");
-	if (sodium_base642bin(kw_secret_data(dek), DEK_LEN, start,
+	if (!b64_chars_ok(start, (size_t)(end - start)) ||
+	    sodium_base642bin(kw_secret_data(dek), DEK_LEN, start,
 	        (size_t)(end - start), NULL, &binlen, NULL,
 	        sodium_base64_VARIANT_ORIGINAL) != 0 ||
 	    binlen != DEK_LEN) {
@@ -182,15 +204,7 @@ wrapped_ok(const char *w)
 
 	if (len == 0 || len > WRAPPED_MAX_B64 || len % 4 != 0)
 		return false;
-	for (size_t i = 0; i < len; i++) {
-		char ch = w[i];
-
-		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-		        (ch >= '0' && ch <= '9') || ch == '+' || ch == '/' ||
-		        (ch == '=' && i >= len - 2)))
-			return false;
-	}
-	return true;
+	return b64_chars_ok(w, len);
 }
 
 static int
