@@ -162,6 +162,9 @@ struct opts {
 struct stats {
 	uint64_t ok_window; /* 2xx completed inside the window */
 	uint64_t answered; /* requests started in the window, answered */
+	uint64_t answered_run; /* every answer of the run, warm-up and drain
+	                          included: the count a server's CPU time over
+	                          the run is divided by */
 	uint64_t status[600];
 	uint64_t err[E_COUNT];
 	uint64_t reconnects;
@@ -892,6 +895,7 @@ response_done(struct conn *c)
 	if (!r->o->handshakes && c->status >= 200 && c->status <= 299 &&
 	    now >= r->t_measure && now <= r->t_end)
 		w->st.ok_window++;
+	w->st.answered_run++;
 	if (r->o->handshakes) {
 		/* The connection's one answer: now its end. */
 		if (c->tc >= r->t_measure && c->tc < r->t_end)
@@ -2169,6 +2173,7 @@ raise_nofile(int need)
 struct report {
 	uint64_t ok_window;
 	uint64_t answered;
+	uint64_t answered_run;
 	uint64_t ok;
 	uint64_t status[600];
 	uint64_t err[E_COUNT];
@@ -2204,6 +2209,7 @@ summarize(struct worker *ws, int nw, const struct opts *o, struct report *rep)
 
 		rep->ok_window += st->ok_window;
 		rep->answered += st->answered;
+		rep->answered_run += st->answered_run;
 		rep->reconnects += st->reconnects;
 		rep->seen += st->seen;
 		for (int s = 0; s < 600; s++)
@@ -2314,9 +2320,10 @@ print_json(const struct opts *o, const struct report *rep)
 	    o->nodelay ? "true" : "false");
 	json_str(rep->tls);
 	printf(",\n  \"rps\": %.1f,\n  \"requests\": %" PRIu64
-	       ",\n  \"ok\": %" PRIu64 ",\n  \"non_2xx\": %" PRIu64
-	       ",\n  \"status\": {",
-	    rep->rps, rep->answered, rep->ok, rep->answered - rep->ok);
+	       ",\n  \"requests_run\": %" PRIu64 ",\n  \"ok\": %" PRIu64
+	       ",\n  \"non_2xx\": %" PRIu64 ",\n  \"status\": {",
+	    rep->rps, rep->answered, rep->answered_run, rep->ok,
+	    rep->answered - rep->ok);
 	for (int s = 0; s < 600; s++) {
 		if (rep->status[s] == 0)
 			continue;
