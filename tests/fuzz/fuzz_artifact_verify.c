@@ -23,6 +23,7 @@
  * SPDX-License-Identifier: Apache-2.0
  */
 #include <jansson.h>
+#include <limits.h>
 #include <openssl/evp.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -41,8 +42,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static const char ARTIFACT[] =
     "keyward artifact_verify fuzz target: the signed artifact\n";
 
-static char dir[64] = "";
-static char path[128] = "";
+static char dir[PATH_MAX] = "";
+static char path[PATH_MAX] = "";
 static char digest[7 + 64 + 1]; /* "sha256:<hex>" of ARTIFACT */
 
 static void
@@ -74,7 +75,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 
 	(void)argc;
 	(void)argv;
-	if (tmp == NULL || tmp[0] == '\0' || strlen(tmp) > 32)
+	if (tmp == NULL || tmp[0] == '\0' || strlen(tmp) > PATH_MAX / 2)
 		tmp = "/tmp";
 	snprintf(dir, sizeof dir, "%s/kw-fuzz-artifact.XXXXXX", tmp);
 	check(mkdtemp(dir) != NULL, "a temporary directory");
