@@ -1277,7 +1277,8 @@ kwd_audit_write(struct kwd_audit *a, const struct kwd_audit_rec *rec)
 	if (a->sync_ms == 0)
 		rv = sync_upto(a, seq);
 	else if (!a->syncing && a->synced_seq < a->seq &&
-	    ms_since(&a->last_sync) >= (long long)a->sync_ms)
+	    ms_since(&a->last_sync) >= 2 * (long long)a->sync_ms)
+		/* The owner's timer is late: the write does it. */
 		rv = sync_upto(a, a->seq);
 out:
 	pthread_mutex_unlock(&a->mu);

@@ -2338,19 +2338,12 @@ close_chan(struct worker *wk)
 		atomic_store(&k->stop, true);
 }
 
-static void
-idle_tick(struct worker *wk)
-{
-	if (wk->k->audit != NULL)
-		(void)!kwd_audit_sync(wk->k->audit);
-}
-
 /*
  * A worker's loop: one blocking receive per request. The front does not
  * wait for an answer before it sends its next request, so under load the
  * next one is queued when an answer has gone and the worker goes on
  * without sleeping; idle, it wakes every RECV_TICK_MS for the stop flag
- * and the audit log's periodic sync.
+ * (the main thread syncs the audit log).
  */
 static void *
 worker_main(void *arg)
@@ -2362,9 +2355,9 @@ worker_main(void *arg)
 
 	while (!atomic_load(&k->stop) && wk->fd >= 0) {
 		rv = kwd_ipc_chan_recv(wk->fd, wk->in, &len, RECV_TICK_MS);
-		if (rv == KW_ERR_TIMEOUT)
-			idle_tick(wk);
-		else if (rv != KW_OK || !serve(wk, wk->fd, len))
+		if (rv != KW_OK && rv != KW_ERR_TIMEOUT)
+			close_chan(wk);
+		else if (rv == KW_OK && !serve(wk, wk->fd, len))
 			close_chan(wk);
 	}
 	if (wk->fd >= 0)
@@ -2439,6 +2432,7 @@ kwd_keeper_run(const struct kwd_keeper_args *a)
 	struct worker *wks = NULL;
 	struct kwd_p11_worker *w0 = NULL;
 	size_t napi = 0, nwk = 0, nstarted = 0;
+	int tick;
 	sigset_t set;
 	int sfd = -1, status = 1, rv, err;
 
@@ -2565,12 +2559,20 @@ kwd_keeper_run(const struct kwd_keeper_args *a)
 	kw_log(KW_LOG_INFO, "keeper.ready", "serving",
 	    KW_F("workers", (unsigned long)nwk),
 	    KW_F("channels", (unsigned long)a->nchan));
+	/* The audit log's periodic sync runs here, off the request path
+	 * (a write syncs itself only when this timer is late). */
+	tick = a->cfg->audit_sync_ms > 0 && a->cfg->audit_sync_ms < 200
+	    ? (int)a->cfg->audit_sync_ms
+	    : 200;
 	while (!atomic_load(&k.stop)) {
 		struct pollfd pfd = {sfd, POLLIN, 0};
 		struct signalfd_siginfo si;
 
-		if (poll(&pfd, 1, 200) <= 0)
+		if (poll(&pfd, 1, tick) <= 0) {
+			if (k.audit != NULL)
+				(void)!kwd_audit_sync(k.audit);
 			continue;
+		}
 		if (read(sfd, &si, sizeof si) != sizeof si)
 			continue;
 		if (si.ssi_signo == SIGHUP)
