@@ -52,7 +52,9 @@ struct kwd_req {
 	/* POST /v1/tokens/revoke: one of jti and sub */
 	char jti[65];
 	char sub[256];
-	/* POST /v1/tokens/introspect (a credential: wiped after use) */
+	/* The last three members, in this order (request.c copies them up
+	 * to their end). POST /v1/tokens/introspect (a credential: wiped
+	 * after use) */
 	char token[KWD_REQ_TOKEN_MAX + 1];
 	/* POST /v1/artifacts/sign: name is the signing key */
 	unsigned char digest[32];
