@@ -929,6 +929,30 @@ ask(struct MHD_Connection *mc, struct req *r, struct chan *ch, uint16_t want,
 }
 
 /*
+ * After a receive on CH that gave RV (not KW_ERR_TIMEOUT): KW_OK and the
+ * answer decoded into ch->msg, or KW_ERR_UNAVAILABLE and the front
+ * stopping (set_fatal): the channel is closed or the answer unreadable.
+ */
+static int
+decode_answer(struct chan *ch, int rv)
+{
+	if (rv != KW_OK) {
+		ch->inlen = 0;
+		set_fatal(rv == KW_ERR_IO
+		        ? "the keeper channel is closed (receive)"
+		        : "unreadable answer from the keeper");
+		return KW_ERR_UNAVAILABLE;
+	}
+	if (kwd_msg_decode(ch->in, ch->inlen, KWD_FROM_KEEPER, &ch->msg) !=
+	    KW_OK) {
+		chan_wipe_in(ch);
+		set_fatal("malformed answer from the keeper");
+		return KW_ERR_UNAVAILABLE;
+	}
+	return KW_OK;
+}
+
+/*
  * call: send ch->out (begun by the caller) and wait for the answer with
  * the same rid into ch->msg (the metrics listener's channel, whose
  * thread has nothing else to do). KW_ERR_TIMEOUT or KW_ERR_UNAVAILABLE:
@@ -972,23 +996,8 @@ call(struct chan *ch, uint64_t rid, uint16_t want, int timeout_ms)
 			    KW_F("timeout_ms", timeout_ms));
 			return KW_ERR_TIMEOUT;
 		}
-		if (rv == KW_ERR_IO) {
-			ch->inlen = 0;
-			set_fatal("the keeper channel is closed (receive)");
+		if (decode_answer(ch, rv) != KW_OK)
 			return KW_ERR_UNAVAILABLE;
-		}
-		if (rv != KW_OK) {
-			ch->inlen = 0;
-			set_fatal("unreadable answer from the keeper");
-			return KW_ERR_UNAVAILABLE;
-		}
-		rv = kwd_msg_decode(ch->in, ch->inlen, KWD_FROM_KEEPER,
-		    &ch->msg);
-		if (rv != KW_OK) {
-			chan_wipe_in(ch);
-			set_fatal("malformed answer from the keeper");
-			return KW_ERR_UNAVAILABLE;
-		}
 		if (ch->msg.rid != rid) {
 			if (abandoned_take(ch, ch->msg.rid)) {
 				/* The late answer of a timed-out request. */
@@ -2697,23 +2706,8 @@ drain(struct chan *ch)
 		rv = kwd_ipc_chan_recv(ch->fd, ch->in, &ch->inlen, 0);
 		if (rv == KW_ERR_TIMEOUT)
 			return resumed; /* nothing more queued */
-		if (rv == KW_ERR_IO) {
-			ch->inlen = 0;
-			set_fatal("the keeper channel is closed (receive)");
+		if (decode_answer(ch, rv) != KW_OK)
 			return resumed;
-		}
-		if (rv != KW_OK) {
-			ch->inlen = 0;
-			set_fatal("unreadable answer from the keeper");
-			return resumed;
-		}
-		rv = kwd_msg_decode(ch->in, ch->inlen, KWD_FROM_KEEPER,
-		    &ch->msg);
-		if (rv != KW_OK) {
-			chan_wipe_in(ch);
-			set_fatal("malformed answer from the keeper");
-			return resumed;
-		}
 		p = ch->qlen > 0 ? &ch->q[ch->qhead] : NULL;
 		if (p == NULL || ch->msg.rid != p->rid) {
 			chan_wipe_in(ch);
