@@ -2,7 +2,8 @@
 # keywardd's front with two event loops (workers=4): requests in flight
 # on all four channels from both loops, each answered and audited once,
 # no answer given to the wrong connection; the per-address connection
-# limit holds across the loops' listeners.
+# limit holds across the loops' listeners; a stalled keeper gives 503 at
+# the deadline and its late answers are dropped.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 kw_need
@@ -105,6 +106,29 @@ for p in "${held[@]:1}"; do
 	wait "$p" 2>/dev/null || true
 done
 exec 7>&-
+
+# --- a keeper that stops answering: 503 at the deadline (5 s; health
+# 1 s), and once it goes on, its late answers are dropped and the same
+# front serves again (an answer taken for another request's would be a
+# protocol error and restart the front)
+keeper=$(kw_keeper_pid)
+front=$(kw_front_pid)
+[ -n "$keeper" ] && [ -n "$front" ] || kw_fail "keeper or front not found"
+kill -STOP "$keeper"
+t0=$(date +%s%N)
+kw_req train-job POST /v1/keys/datasets/datakey "$ctx" >/dev/null
+ms=$((($(date +%s%N) - t0) / 1000000))
+code=$KW_CODE
+kw_req train-job GET /v1/health >/dev/null
+hcode=$KW_CODE
+kill -CONT "$keeper"
+[ "$code" = 503 ] || kw_fail "datakey while the keeper is stopped: HTTP $code"
+[ "$ms" -ge 4500 ] && [ "$ms" -lt 8000 ] || kw_fail "the 503 came after ${ms} ms, not at the 5 s deadline"
+[ "$hcode" = 503 ] || kw_fail "health while the keeper is stopped: HTTP $hcode"
+kw_req train-job POST /v1/keys/datasets/datakey "$ctx" >/dev/null
+kw_expect 200 "datakey once the keeper goes on"
+[ "$(kw_front_pid)" = "$front" ] || kw_fail "the front was restarted after the keeper's late answers"
+grep -q 'event=front.ipc_timeout' "$KW_DIR/daemon.log" || kw_fail "no front.ipc_timeout logged"
 
 "$KW_BIN" --verify-audit "$audit" >"$KW_DIR/verify.out" || kw_fail "audit verify: $(cat "$KW_DIR/verify.out")"
 echo "PASS: daemon loops"
