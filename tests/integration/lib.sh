@@ -120,6 +120,30 @@ kw_req() {
 	cat "$KW_DIR/resp" 2>/dev/null || true
 }
 
+# kw_datakeys_concurrently CONNS REQS BODY PREFIX: CONNS keep-alive
+# connections at once (curl processes of the training job), each making
+# REQS datakeys with BODY; connection i writes its statuses to PREFIX.i
+# and answer j to PREFIX.i.j. Prints how many were answered 200.
+kw_datakeys_concurrently() {
+	local conns=$1 reqs=$2 body=$3 prefix=$4 i j pids=() args
+	local url="https://127.0.0.1:$KW_PORT/v1/keys/datasets/datakey"
+	for i in $(seq "$conns"); do
+		args=()
+		for j in $(seq "$reqs"); do
+			args+=(-o "$prefix.$i.$j" "$url")
+		done
+		curl -s -w '%{http_code}\n' --cacert "$KW_ENV/ca/ca.pem" \
+			--cert "$KW_ENV/clients/train-job.pem" --key "$KW_ENV/clients/train-job.key" \
+			-H 'Content-Type: application/json' --data-binary "$body" \
+			"${args[@]}" >"$prefix.$i" 2>&1 &
+		pids+=($!)
+	done
+	wait "${pids[@]}" || true
+	for i in $(seq "$conns"); do
+		cat "$prefix.$i"
+	done | grep -c '^200$' || true
+}
+
 # kw_expect CODE DESCRIPTION: the last kw_req's status.
 kw_expect() {
 	[ "$KW_CODE" = "$1" ] || kw_fail "$2: expected HTTP $1, got $KW_CODE: $(cat "$KW_DIR/resp" 2>/dev/null)"

@@ -185,22 +185,8 @@ grep -q 'event=front.ready .*threads=1 channels=2' "$KW_DIR/daemon.log" ||
 	kw_fail "front threads: $(grep front.ready "$KW_DIR/daemon.log")"
 audit=$(kw_audit)
 before=$(wc -l <"$audit")
-conc_url="https://127.0.0.1:$KW_PORT/v1/keys/datasets/datakey"
-conc_pids=()
-for i in $(seq 8); do
-	conc_args=()
-	for j in $(seq 25); do
-		conc_args+=(-o /dev/null "$conc_url")
-	done
-	curl -s -w '%{http_code}\n' --cacert "$KW_ENV/ca/ca.pem" \
-		--cert "$KW_ENV/clients/train-job.pem" --key "$KW_ENV/clients/train-job.key" \
-		-H 'Content-Type: application/json' --data-binary "$ctx" \
-		"${conc_args[@]}" >"$KW_DIR/conc.$i" 2>&1 &
-	conc_pids+=($!)
-done
-wait "${conc_pids[@]}" || true
-ok=$(cat "$KW_DIR"/conc.* | grep -c '^200$' || true)
-[ "$ok" = 200 ] || kw_fail "concurrent datakeys: $ok of 200 answered 200: $(sort "$KW_DIR"/conc.* | uniq -c)"
+ok=$(kw_datakeys_concurrently 8 25 "$ctx" "$KW_DIR/conc")
+[ "$ok" = 200 ] || kw_fail "concurrent datakeys: $ok of 200 answered 200: $(sort "$KW_DIR"/conc.? | uniq -c)"
 after=$(wc -l <"$audit")
 [ $((after - before)) = 200 ] || kw_fail "concurrent datakeys: $((after - before)) audit records for 200 requests"
 

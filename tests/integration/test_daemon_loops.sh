@@ -22,21 +22,7 @@ kw_expect 201 "create key"
 ctx='{"context":{"dataset":"imagenet-2026","purpose":"train"}}'
 audit=$(kw_audit)
 before=$(wc -l <"$audit")
-url="https://127.0.0.1:$KW_PORT/v1/keys/datasets/datakey"
-pids=()
-for i in 1 2 3; do
-	args=()
-	for j in $(seq 40); do
-		args+=(-o "$KW_DIR/dk.$i.$j" "$url")
-	done
-	curl -s -w '%{http_code}\n' --cacert "$KW_ENV/ca/ca.pem" \
-		--cert "$KW_ENV/clients/train-job.pem" --key "$KW_ENV/clients/train-job.key" \
-		-H 'Content-Type: application/json' --data-binary "$ctx" \
-		"${args[@]}" >"$KW_DIR/dk.$i" 2>&1 &
-	pids+=($!)
-done
-wait "${pids[@]}" || true
-ok=$(cat "$KW_DIR"/dk.[123] | grep -c '^200$' || true)
+ok=$(kw_datakeys_concurrently 3 40 "$ctx" "$KW_DIR/dk")
 [ "$ok" = 120 ] || kw_fail "datakeys over two loops: $ok of 120 answered 200: $(sort "$KW_DIR"/dk.[123] | uniq -c)"
 
 "$KW_PY" - "$KW_DIR" "$ctx" <<'PY' || kw_fail "a decrypt did not give back its datakey's plaintext"
