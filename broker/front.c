@@ -1822,6 +1822,44 @@ json_media_type(const char *v)
 }
 
 /*
+ * The routes of one fixed path and one method. DESIGN.md section 3 lists
+ * health with the API too: the same answer as on the metrics listener,
+ * for authenticated clients.
+ */
+static const struct {
+	const char *path;
+	const char *method;
+	enum route route;
+} fixed_routes[] = {
+    {"/v1/health", "GET", RT_HEALTH},
+    {"/v1/tokens", "POST", RT_TOKENS},
+    {"/v1/tokens/revoke", "POST", RT_TOKEN_REVOKE},
+    {"/v1/tokens/introspect", "POST", RT_TOKEN_INTROSPECT},
+    {"/v1/certs", "POST", RT_CERTS},
+    {"/v1/artifacts/sign", "POST", RT_ARTIFACT_SIGN},
+    {JWKS_PATH, "GET", RT_JWKS},
+};
+
+/*
+ * The name segment at P (up to the next '/' or the end) into NAME
+ * (KW_NAME_MAX + 1 bytes); *ret_slash: that '/', or NULL at the end.
+ * false: not a valid name.
+ */
+static bool
+path_name(const char *p, char *name, const char **ret_slash)
+{
+	const char *slash = strchr(p, '/');
+	size_t n = slash != NULL ? (size_t)(slash - p) : strlen(p);
+
+	if (!kw_name_valid_n(p, n))
+		return false;
+	memcpy(name, p, n);
+	name[n] = '\0';
+	*ret_slash = slash;
+	return true;
+}
+
+/*
  * route_path: the raw path (MHD does not decode it: unescape_raw) to a
  * route. Anything not in canonical form is unknown, hence 404: '%' (no
  * encoded form is canonical), "..", "//", a trailing slash and any name
@@ -1837,7 +1875,6 @@ route_path(const char *path, const char *method, bool metrics, char *name,
 	bool post = strcmp(method, "POST") == 0;
 	bool patch = strcmp(method, "PATCH") == 0;
 	const char *p, *slash;
-	size_t n;
 
 	*allow = NULL;
 	if (metrics) {
@@ -1850,40 +1887,18 @@ route_path(const char *path, const char *method, bool metrics, char *name,
 		}
 		return RT_NONE;
 	}
-	/* DESIGN.md section 3 lists health with the API too: the same
-	 * answer as on the metrics listener, for authenticated clients. */
-	if (strcmp(path, "/v1/health") == 0) {
-		*allow = "GET";
-		return get ? RT_HEALTH : RT_NONE;
-	}
-	if (strcmp(path, "/v1/tokens") == 0) {
-		*allow = "POST";
-		return post ? RT_TOKENS : RT_NONE;
-	}
-	if (strcmp(path, "/v1/tokens/revoke") == 0) {
-		*allow = "POST";
-		return post ? RT_TOKEN_REVOKE : RT_NONE;
-	}
-	if (strcmp(path, "/v1/tokens/introspect") == 0) {
-		*allow = "POST";
-		return post ? RT_TOKEN_INTROSPECT : RT_NONE;
-	}
-	if (strcmp(path, "/v1/certs") == 0) {
-		*allow = "POST";
-		return post ? RT_CERTS : RT_NONE;
-	}
-	if (strcmp(path, "/v1/artifacts/sign") == 0) {
-		*allow = "POST";
-		return post ? RT_ARTIFACT_SIGN : RT_NONE;
+	for (size_t i = 0; i < sizeof fixed_routes / sizeof fixed_routes[0];
+	     i++) {
+		if (strcmp(path, fixed_routes[i].path) == 0) {
+			*allow = fixed_routes[i].method;
+			return strcmp(method, fixed_routes[i].method) == 0
+			    ? fixed_routes[i].route
+			    : RT_NONE;
+		}
 	}
 	if (strncmp(path, signers, sizeof signers - 1) == 0) {
-		p = path + sizeof signers - 1;
-		slash = strchr(p, '/');
-		n = slash != NULL ? (size_t)(slash - p) : strlen(p);
-		if (!kw_name_valid_n(p, n))
+		if (!path_name(path + sizeof signers - 1, name, &slash))
 			return RT_NONE;
-		memcpy(name, p, n);
-		name[n] = '\0';
 		if (slash == NULL) {
 			*allow = "GET";
 			return get ? RT_SIGNER_SHOW : RT_NONE;
@@ -1893,10 +1908,6 @@ route_path(const char *path, const char *method, bool metrics, char *name,
 		*allow = "POST";
 		return post ? RT_SIGNER_ROTATE : RT_NONE;
 	}
-	if (strcmp(path, JWKS_PATH) == 0) {
-		*allow = "GET";
-		return get ? RT_JWKS : RT_NONE;
-	}
 	if (strncmp(path, keys, sizeof keys - 1) != 0)
 		return RT_NONE;
 	p = path + sizeof keys - 1;
@@ -1904,14 +1915,8 @@ route_path(const char *path, const char *method, bool metrics, char *name,
 		*allow = "GET, POST";
 		return get ? RT_KEYS_LIST : post ? RT_KEYS_CREATE : RT_NONE;
 	}
-	if (*p++ != '/')
+	if (*p++ != '/' || !path_name(p, name, &slash))
 		return RT_NONE;
-	slash = strchr(p, '/');
-	n = slash != NULL ? (size_t)(slash - p) : strlen(p);
-	if (!kw_name_valid_n(p, n))
-		return RT_NONE;
-	memcpy(name, p, n);
-	name[n] = '\0';
 	if (slash == NULL) {
 		*allow = "GET, PATCH";
 		return get ? RT_KEY_SHOW : patch ? RT_KEY_PATCH : RT_NONE;
