@@ -71,6 +71,13 @@ bool kw_key_name_ok(kw_client *c, const char *name);
 bool kw_answer_top_level(const char *s, const char *at);
 
 /*
+ * kw_answer_blanked: whether the string member NAME of the parsed answer
+ * ROOT is the text the scan blanked: LEN bytes, all 'A's (so jansson saw
+ * the member the secret was taken from).
+ */
+bool kw_answer_blanked(struct json_t *root, const char *name, size_t len);
+
+/*
  * The parsers of the answers that carry a secret, apart from the calls
  * that receive them so that tests/fuzz/ reaches them without a server.
  * ans is the answer as kw_call() gives it: len bytes, NUL-terminated

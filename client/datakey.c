@@ -156,20 +156,6 @@ take_plaintext(kw_client *c, char *buf, struct kw_secret **ret_dek,
 	return KW_OK;
 }
 
-/* blanked: the parsed member is the one take_plaintext() blanked. */
-static bool
-blanked(json_t *root, size_t b64len)
-{
-	const char *s = json_string_value(json_object_get(root, "plaintext"));
-
-	if (s == NULL || strlen(s) != b64len)
-		return false;
-	for (size_t i = 0; i < b64len; i++)
-		if (s[i] != 'A')
-			return false;
-	return true;
-}
-
 /*
  * blob_version: the key name and version in a wrapped DEK's header
  * (docs/FORMATS.md); the wrapped DEK is not secret.
@@ -251,7 +237,8 @@ kw_datakey_parse_answer(kw_client *c, const char *key_name, const char *wrapped,
 	if (rc != KW_OK)
 		goto out;
 	root = json_loadb(ans, len, JSON_REJECT_DUPLICATES, NULL);
-	if (!json_is_object(root) || !blanked(root, b64len)) {
+	if (!json_is_object(root) ||
+	    !kw_answer_blanked(root, "plaintext", b64len)) {
 		rc = kw_client_fail(c, KW_ERR_PROTOCOL,
 		    "the answer is not the JSON the API describes");
 		goto out;

@@ -164,19 +164,6 @@ take_token(kw_client *c, char *buf, char **ret_token, size_t *ret_len)
 	return KW_OK;
 }
 
-static bool
-blanked(json_t *root, size_t len)
-{
-	const char *s = json_string_value(json_object_get(root, "token"));
-
-	if (s == NULL || strlen(s) != len)
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if (s[i] != 'A')
-			return false;
-	return true;
-}
-
 static int
 issue_body(kw_client *c, const char *audience, const char *const *scopes,
     size_t n, unsigned ttl, int bind, char **ret_body)
@@ -249,9 +236,9 @@ kw_token_parse_answer(kw_client *c, char *ans, size_t len, char **ret_token,
 	root = json_loadb(ans, len, JSON_REJECT_DUPLICATES, NULL);
 	type = json_string_value(json_object_get(root, "token_type"));
 	exp = json_object_get(root, "expires_at");
-	if (!json_is_object(root) || !blanked(root, tlen) || type == NULL ||
-	    strcmp(type, "Bearer") != 0 || !json_is_integer(exp) ||
-	    json_integer_value(exp) <= 0) {
+	if (!json_is_object(root) || !kw_answer_blanked(root, "token", tlen) ||
+	    type == NULL || strcmp(type, "Bearer") != 0 ||
+	    !json_is_integer(exp) || json_integer_value(exp) <= 0) {
 		rc = kw_client_fail(c, KW_ERR_PROTOCOL,
 		    "the answer is not the JSON the API describes");
 		goto out;
