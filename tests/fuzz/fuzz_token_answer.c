@@ -24,44 +24,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client_internal.h"
-#include "keyward.h"
-
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#define FUZZ_NAME "fuzz_token_answer"
+#include "answer_fuzz.h"
 
 #define TOKEN_MAX 8192
-
-static void
-check(int ok, const char *what)
-{
-	if (!ok) {
-		fprintf(stderr, "fuzz_token_answer: invariant violated: %s\n",
-		    what);
-		abort();
-	}
-}
-
-int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	check(kw_client_secure_init() == KW_OK, "the library's locked memory");
-	return 0;
-}
-
-/* count: occurrences of needle (nlen > 0) in s, overlapping ones too. */
-static size_t
-count(const char *s, const char *needle)
-{
-	size_t n = 0;
-
-	for (const char *p = strstr(s, needle); p != NULL;
-	     p = strstr(p + 1, needle))
-		n++;
-	return n;
-}
 
 static bool
 compact_jws(const char *t)
