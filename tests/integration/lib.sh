@@ -84,9 +84,19 @@ PY
 }
 
 kw_start() {
+	local ready i
+	ready=$(grep -c 'event=front.ready' "$KW_DIR/daemon.log" 2>/dev/null || true)
 	"$KW_BIN" -c "$KW_CFG" >>"$KW_DIR/daemon.log" 2>&1 &
 	KW_PID=$!
 	kw_wait_healthy 15 || kw_fail "keywardd did not become healthy"
+	# Health can answer before the front has logged front.ready (it
+	# logs once its seccomp filter is on): wait for this start's line,
+	# which tests read.
+	for i in $(seq 100); do
+		[ "$(grep -c 'event=front.ready' "$KW_DIR/daemon.log" || true)" -gt "${ready:-0}" ] && return 0
+		sleep 0.1
+	done
+	kw_fail "keywardd's front did not log front.ready"
 }
 
 # kw_wait_healthy SECONDS: until /v1/health on the metrics port says ok.
